@@ -1,0 +1,1 @@
+//! Linearizability checker (Wing & Gong / Lowe, porcupine-style) with explanations; checker CLI.

@@ -1,0 +1,1 @@
+//! Jepsen-style control process: clusters, SSH, nemesis, workloads, histories, reports.

@@ -1,0 +1,1 @@
+//! Deterministic simulator: N Raft nodes under virtual time with a seeded RNG.

@@ -1,0 +1,1 @@
+//! QUIC transport with mutual TLS and length-prefixed CBOR frames.
