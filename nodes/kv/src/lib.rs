@@ -1,0 +1,1 @@
+//! Linearizable, exactly-once key/value service replicated by our Raft.
