@@ -1,0 +1,177 @@
+//! Sequential specifications ("models") the search checks histories against.
+//!
+//! A model is a handful of pure functions, as in porcupine: an initial
+//! state, a step function that says whether an operation is legal in a state
+//! and what state follows, a partition key for P-compositionality, and
+//! descriptions for reports. Adding a model is one small file implementing
+//! [`Model`] plus one arm in [`ModelKind`].
+//!
+//! `prepare` turns each [`Operation`] into the model's compact `Op` once,
+//! before the search, so the search's inner loop never parses values. It also
+//! decides what a `fail` or `info` means for this model: returning `None`
+//! drops an operation that cannot constrain anything (a failed write under
+//! Jepsen semantics, a read whose result is unknown).
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use crate::history::Operation;
+use crate::value::Value;
+
+pub mod kv;
+pub mod multi_register;
+pub mod mutex;
+pub mod register;
+
+/// An operation a model cannot interpret (wrong `f` or value shape).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ModelError {
+    /// Source line of the operation's invoke.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ModelError {
+    /// An error about `op`.
+    pub fn new(op: &Operation, message: impl Into<String>) -> ModelError {
+        ModelError {
+            line: op.line,
+            message: message.into(),
+        }
+    }
+
+    /// The usual "this model has no such f" error.
+    pub fn unknown_f(op: &Operation, model: &str) -> ModelError {
+        ModelError::new(
+            op,
+            format!("model {model} has no operation {:?} (process {})", op.f, op.process),
+        )
+    }
+}
+
+/// A sequential specification.
+pub trait Model: Sync {
+    /// The object's state. Cheap to clone (use `Arc` for strings); the search
+    /// interns states, so equal states must hash equally.
+    type State: Clone + Eq + Hash + Debug + Send + Sync;
+    /// An operation prepared for `step` (input and known output).
+    type Op: Clone + Debug + Send + Sync;
+
+    /// Short name (`kv`, `cas-register`, ...).
+    fn name(&self) -> &'static str;
+
+    /// The initial state of every partition.
+    fn init(&self) -> Self::State;
+
+    /// Interprets `op`. `Ok(None)` drops it: it cannot affect the verdict.
+    fn prepare(&self, op: &Operation) -> Result<Option<Self::Op>, ModelError>;
+
+    /// If `op` is legal in `state`, the state after it.
+    fn step(&self, state: &Self::State, op: &Self::Op) -> Option<Self::State>;
+
+    /// The partition `op` belongs to; operations in different partitions are
+    /// independent (P-compositionality). `None` puts everything in one.
+    fn partition_key<'a>(&self, op: &'a Operation) -> Option<&'a str> {
+        op.key.as_deref()
+    }
+
+    /// A human-readable state, for reports.
+    fn describe_state(&self, state: &Self::State) -> String;
+
+    /// A human-readable operation, for reports.
+    fn describe_op(&self, op: &Operation) -> String {
+        describe_operation(op)
+    }
+}
+
+/// `process 3: put("k7", "x12") -> ok` style description, shared by models.
+pub fn describe_operation(op: &Operation) -> String {
+    use crate::history::Status;
+    let key = op.key.as_deref().map(|k| format!("{k:?} ")).unwrap_or_default();
+    let outcome = match op.status {
+        Status::Ok if !op.output.is_nil() => format!("ok {}", op.output),
+        Status::Ok => "ok".to_string(),
+        Status::Fail => "fail".to_string(),
+        Status::Info => "info (unknown)".to_string(),
+    };
+    format!("p{} {} {}{} -> {}", op.process, op.f, key, op.input, outcome)
+}
+
+/// The models the CLI and [`crate::check_history`] know by name.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelKind {
+    /// Get/Put/Append on strings, one partition per key; a missing key reads `""`.
+    Kv,
+    /// The same semantics with the whole map as one state (no partitioning);
+    /// exponentially slower, kept to demonstrate P-compositionality.
+    KvUnpartitioned,
+    /// Read/write register per key, with an initial value (JSON null by default).
+    Register {
+        /// Initial value of every register.
+        initial: Value,
+    },
+    /// Read/write/cas register per key (Knossos semantics: `fail` dropped,
+    /// a `nil` read is unknown unless the initial value is `nil`).
+    CasRegister {
+        /// Initial value of every register.
+        initial: Value,
+    },
+    /// Porcupine's etcd register: initially absent, a failed CAS observed
+    /// `value != old`, a read with unknown result is legal.
+    Etcd,
+    /// Knossos multi-register: `txn` of `[:read k v]` / `[:write k v]` micro-ops.
+    MultiRegister {
+        /// Initial map (e.g. `{:x 0 :y 0}`); keys missing from it start at nil.
+        initial: Value,
+    },
+    /// Knossos mutex: `acquire` / `release`.
+    Mutex,
+}
+
+impl ModelKind {
+    /// All names `from_name` accepts.
+    pub const NAMES: &'static [&'static str] = &[
+        "kv",
+        "kv-unpartitioned",
+        "register",
+        "cas-register",
+        "etcd",
+        "multi-register",
+        "mutex",
+    ];
+
+    /// The model of a CLI name, with `initial` (`None` for the model's default).
+    pub fn from_name(name: &str, initial: Option<Value>) -> Option<ModelKind> {
+        Some(match name {
+            "kv" => ModelKind::Kv,
+            "kv-unpartitioned" | "kv-nopartition" => ModelKind::KvUnpartitioned,
+            "register" => ModelKind::Register {
+                initial: initial.unwrap_or(Value::Nil),
+            },
+            "cas-register" => ModelKind::CasRegister {
+                initial: initial.unwrap_or(Value::Nil),
+            },
+            "etcd" => ModelKind::Etcd,
+            "multi-register" => ModelKind::MultiRegister {
+                initial: initial.unwrap_or(Value::Map(Vec::new())),
+            },
+            "mutex" => ModelKind::Mutex,
+            _ => return None,
+        })
+    }
+
+    /// The CLI name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelKind::Kv => "kv",
+            ModelKind::KvUnpartitioned => "kv-unpartitioned",
+            ModelKind::Register { .. } => "register",
+            ModelKind::CasRegister { .. } => "cas-register",
+            ModelKind::Etcd => "etcd",
+            ModelKind::MultiRegister { .. } => "multi-register",
+            ModelKind::Mutex => "mutex",
+        }
+    }
+}
