@@ -3,8 +3,29 @@
 //! This crate is on the pure side of the I/O line: it owns no sockets, files,
 //! clocks, threads or global random number generators. A runtime (the
 //! simulator in `nodes/sim`, or the tokio node in `nodes/node`) feeds it ticks
-//! and messages and carries out what it asks for.
+//! and messages and carries out what it asks for, in the order written on
+//! [`Ready`].
+//!
+//! Layout: `log` (entries after a snapshot offset, persistence cursors),
+//! `progress` (per-follower replication state and in-flight window),
+//! `quorum` (majority maths), `raft` (roles and message handling),
+//! `raw_node` (the Ready/advance handshake), `message` (the wire types).
 
+pub mod config;
+pub mod errors;
+mod log;
+pub mod message;
+mod prng;
+pub mod progress;
+mod quorum;
+mod raft;
+pub mod raw_node;
 pub mod types;
 
+pub use config::{Config, ConfigError, Mutations, ReadMode};
+pub use errors::{CompactError, ProposeError, StepError};
+pub use message::{Message, MessageBody};
+pub use progress::ProgressState;
+pub use raft::{Counters, ReadState, Role};
+pub use raw_node::{FollowerStatus, RawNode, Ready, Status};
 pub use types::*;

@@ -57,3 +57,18 @@ pub struct Snapshot {
     pub meta: SnapshotMeta,
     pub data: Vec<u8>,
 }
+
+/// What the runtime recovered from stable storage; `Restored::default()` for
+/// a brand-new node.
+///
+/// `entries` are the stored log entries after the snapshot (entries at or
+/// below the snapshot's index are skipped). `snapshot_data` is the stored
+/// snapshot's bytes: the core needs them to bring lagging followers up to
+/// date with InstallSnapshot after this node becomes leader.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub hard_state: HardState,
+    pub snapshot: Option<SnapshotMeta>,
+    pub entries: Vec<Entry>,
+    pub snapshot_data: Vec<u8>,
+}

@@ -1,0 +1,282 @@
+//! The runtime's handle on a Raft node: feed it ticks, messages and
+//! proposals; collect a [`Ready`]; carry it out; call `advance`.
+
+use crate::config::{Config, ConfigError};
+use crate::errors::{CompactError, ProposeError, StepError};
+use crate::message::Message;
+use crate::progress::ProgressState;
+use crate::raft::{Counters, Raft, ReadState, Role};
+use crate::types::{Entry, HardState, Index, NodeId, Restored, Snapshot, Term};
+
+/// What the runtime must do next. Handle it in this order:
+///
+/// 1. Persist `snapshot` (if any; then discard the **whole** stored log — the
+///    core only installs a snapshot whose last entry its log does not hold, so
+///    every stored entry is covered by it or conflicts with it), then
+///    `entries` (truncating the stored suffix from `entries[0].index` first),
+///    then `hard_state` (if any). One fsync covers all three.
+/// 2. Send `messages` — only now, because they promise what step 1 stored
+///    (a vote, an acknowledged entry).
+/// 3. Restore the state machine from `snapshot` (if any), then apply
+///    `committed_entries` in order.
+/// 4. Serve each of `read_states` once the state machine has applied at
+///    least its `index`.
+/// 5. Call [`RawNode::advance`].
+///
+/// Do not call `step`, `tick`, `propose` or `read_index` between `ready()`
+/// and `advance()`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Persist if Some: changed since the last Ready.
+    pub hard_state: Option<HardState>,
+    /// Append to the stored log; if `entries[0].index` is at or below the
+    /// last stored index, the stored suffix from that index goes first.
+    pub entries: Vec<Entry>,
+    /// Received from the leader: persist it, discard the stored log, restore
+    /// the state machine from it before applying `committed_entries`.
+    pub snapshot: Option<Snapshot>,
+    /// Send only after `hard_state`, `entries` and `snapshot` are durable.
+    pub messages: Vec<Message>,
+    /// Apply in order (after restoring `snapshot`, if any).
+    pub committed_entries: Vec<Entry>,
+    /// Serve each read once applied >= its index.
+    pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.snapshot.is_none()
+            && self.messages.is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+    }
+}
+
+/// What the leader knows about one follower (empty on other roles).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowerStatus {
+    pub id: NodeId,
+    pub match_index: Index,
+    pub next_index: Index,
+    pub state: ProgressState,
+    pub inflight_messages: usize,
+    pub recent_active: bool,
+}
+
+/// A snapshot of the node's state for routing, metrics and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    /// The leader of `term` as far as this node knows: itself when leader,
+    /// the sender of the last valid Append/Heartbeat when follower, None
+    /// while campaigning or after a timeout. Use it as the client's hint.
+    pub leader: Option<NodeId>,
+    pub commit: Index,
+    /// Confirmed applied by `advance`.
+    pub applied: Index,
+    pub first_index: Index,
+    pub last_index: Index,
+    pub snapshot_index: Index,
+    pub snapshot_term: Term,
+    pub lead_transferee: Option<NodeId>,
+    pub followers: Vec<FollowerStatus>,
+}
+
+/// A Raft node without I/O. See the crate docs and [`Ready`].
+pub struct RawNode {
+    raft: Raft,
+    /// The hard state last handed out in a Ready (the true one, even when a
+    /// mutation reported something else).
+    previous_hard_state: HardState,
+}
+
+impl std::fmt::Debug for RawNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawNode")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl RawNode {
+    /// Starts a node from its configuration and what storage recovered
+    /// (`Restored::default()` for a new node). After a restart, committed
+    /// entries after the snapshot are handed out again for applying.
+    pub fn new(config: Config, restored: Restored) -> Result<RawNode, ConfigError> {
+        let previous_hard_state = restored.hard_state.clone();
+        let raft = Raft::new(config, restored)?;
+        Ok(RawNode {
+            raft,
+            previous_hard_state,
+        })
+    }
+
+    /// One logical clock tick.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+        self.check_invariants();
+    }
+
+    /// Feeds one message from a peer. An `Err` means it was dropped and
+    /// counted (stale, unknown sender, malformed...): normal under faults.
+    pub fn step(&mut self, message: Message) -> Result<(), StepError> {
+        let term_before = self.raft.term;
+        let result = self.raft.step(message);
+        assert!(
+            self.raft.term >= term_before,
+            "term decreased from {term_before} to {}",
+            self.raft.term
+        );
+        self.check_invariants();
+        result
+    }
+
+    /// Appends `data` to the log if this node is the leader; returns its
+    /// index. Committing is not guaranteed: watch `committed_entries` for
+    /// an entry with this index *and the term of the leader that took it*.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<Index, ProposeError> {
+        let result = self.raft.propose(data);
+        self.check_invariants();
+        result
+    }
+
+    /// Requests a linearizable read. The answer arrives as a `ReadState`
+    /// with the same `ctx` in a later Ready (on a follower: after the leader
+    /// answers the forwarded request). A lost request is never answered:
+    /// time out and retry with the same or a new ctx.
+    pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<(), ProposeError> {
+        self.raft.read_index(ctx)
+    }
+
+    /// Asks the leader to hand leadership to `to`: it catches `to` up, then
+    /// sends TimeoutNow. Proposals are refused meanwhile; the transfer is
+    /// abandoned after an election timeout.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        self.raft.transfer_leadership(to)
+    }
+
+    /// Starts an election now (skipping the timeout); a no-op on a leader.
+    pub fn campaign(&mut self) {
+        let pre_vote = self.raft.cfg.pre_vote;
+        self.raft.campaign(pre_vote, false);
+        self.check_invariants();
+    }
+
+    /// The application has a snapshot of everything applied up to `index`:
+    /// the log up to `index` is dropped and the snapshot is kept to send to
+    /// lagging followers. The runtime persists the snapshot itself.
+    pub fn compact(&mut self, index: Index, snapshot_data: Vec<u8>) -> Result<(), CompactError> {
+        self.raft.compact(index, snapshot_data)
+    }
+
+    pub fn has_ready(&self) -> bool {
+        let r = &self.raft;
+        r.hard_state() != self.previous_hard_state
+            || !r.messages.is_empty()
+            || !r.read_states.is_empty()
+            || r.log.pending_snapshot.is_some()
+            || !r.log.unstable_entries().is_empty()
+            || r.log.has_committed_to_apply()
+            || (r.role == Role::Leader && r.append_broadcast_pending)
+            || r.read_heartbeat_pending_flag()
+    }
+
+    /// Collects everything to persist, send and apply. Each item is handed
+    /// out once; see [`Ready`] for the order of handling.
+    pub fn ready(&mut self) -> Ready {
+        self.raft.flush();
+        let hard_state = self.raft.hard_state();
+        let hard_state = (hard_state != self.previous_hard_state).then(|| {
+            self.previous_hard_state = hard_state.clone();
+            if self.raft.cfg.mutations.forget_to_persist_vote {
+                HardState {
+                    vote: None,
+                    ..hard_state
+                }
+            } else {
+                hard_state
+            }
+        });
+        let log = &mut self.raft.log;
+        let snapshot = log.pending_snapshot.take();
+        let entries = log.unstable_entries().to_vec();
+        log.unstable_from = log.last_index() + 1;
+        let committed_entries = log.committed_to_apply().to_vec();
+        log.applying = log.applying.max(log.committed);
+        Ready {
+            hard_state,
+            entries,
+            snapshot,
+            messages: std::mem::take(&mut self.raft.messages),
+            committed_entries,
+            read_states: std::mem::take(&mut self.raft.read_states),
+        }
+    }
+
+    /// The last Ready was handled: its committed entries are applied.
+    pub fn advance(&mut self) {
+        let log = &mut self.raft.log;
+        log.applied = log.applying;
+        self.check_invariants();
+    }
+
+    pub fn status(&self) -> Status {
+        let r = &self.raft;
+        let followers = if r.role == Role::Leader {
+            r.progress
+                .iter()
+                .map(|(&id, p)| FollowerStatus {
+                    id,
+                    match_index: p.match_index,
+                    next_index: p.next_index,
+                    state: p.state,
+                    inflight_messages: p.inflights.len(),
+                    recent_active: p.recent_active,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Status {
+            id: r.id,
+            role: r.role,
+            term: r.term,
+            vote: r.vote,
+            leader: r.leader,
+            commit: r.log.committed,
+            applied: r.log.applied,
+            first_index: r.log.first_index(),
+            last_index: r.log.last_index(),
+            snapshot_index: r.log.snapshot_index,
+            snapshot_term: r.log.snapshot_term,
+            lead_transferee: r.lead_transferee,
+            followers,
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.raft.counters
+    }
+
+    /// applied <= commit <= last index, checked after every input.
+    fn check_invariants(&self) {
+        let log = &self.raft.log;
+        assert!(
+            log.applied <= log.committed,
+            "applied {} above commit {}",
+            log.applied,
+            log.committed
+        );
+        assert!(
+            log.committed <= log.last_index(),
+            "commit {} above last index {}",
+            log.committed,
+            log.last_index()
+        );
+    }
+}
