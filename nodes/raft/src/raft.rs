@@ -418,6 +418,12 @@ impl Raft {
     /// Sends the next Append (or snapshot chunk) to `to` if its progress
     /// allows. Returns whether something was sent.
     fn send_append(&mut self, to: NodeId) -> bool {
+        self.send_append_or_empty(to, false)
+    }
+
+    /// `allow_empty`: send even when there is nothing new, so a follower in
+    /// Replicate whose Appends were lost rejects it and gets probed.
+    fn send_append_or_empty(&mut self, to: NodeId, allow_empty: bool) -> bool {
         let Some(progress) = self.progress.get(&to) else {
             return false;
         };
@@ -442,7 +448,7 @@ impl Raft {
                 entries.push(entry.clone());
             }
         }
-        if entries.is_empty() && !probing {
+        if entries.is_empty() && !probing && !allow_empty {
             return false;
         }
         let count = entries.len();
@@ -1225,7 +1231,9 @@ impl Raft {
                         if p.inflights.full() {
                             p.inflights.free_first_one();
                         }
-                        self.send_appends(from);
+                        if self.send_append_or_empty(from, true) {
+                            self.send_appends(from);
+                        }
                     }
                     _ => {}
                 }

@@ -1,7 +1,7 @@
 //! A tiny hand-driven cluster for the paper tests: N RawNodes, an in-memory
 //! "disk" per node, a FIFO message queue, and links that can be cut. No
 //! randomness: every test is a fixed script.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use raft::{
     Config, Entry, EntryKind, HardState, Index, Message, NodeId, RawNode, ReadState, Restored,
