@@ -90,6 +90,10 @@ pub enum MessageBody {
     },
 }
 
+/// No real log reaches this index (2^62 entries); larger indexes in a
+/// message are malformed, which keeps all index arithmetic overflow-free.
+pub const MAX_SENSIBLE_INDEX: Index = 1 << 62;
+
 /// Fixed per-entry overhead counted by [`Entry`] byte accounting (term,
 /// index, kind, length prefix).
 pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 24;
@@ -121,6 +125,38 @@ impl Message {
                 MessageBody::PreVoteResponse { .. } | MessageBody::VoteResponse { .. } => 1,
                 MessageBody::TimeoutNow => 0,
             }
+    }
+
+    /// The largest index the message mentions, checked against
+    /// [`MAX_SENSIBLE_INDEX`] before anything else looks at it.
+    pub(crate) fn max_index(&self) -> Index {
+        match &self.body {
+            MessageBody::PreVote { last_log_index, .. }
+            | MessageBody::Vote { last_log_index, .. } => *last_log_index,
+            MessageBody::Append {
+                prev_log_index,
+                entries,
+                leader_commit,
+                ..
+            } => {
+                let last_entry = entries.last().map_or(0, |e| e.index);
+                (*prev_log_index).max(last_entry).max(*leader_commit)
+            }
+            MessageBody::AppendResponse {
+                index,
+                conflict_index,
+                ..
+            } => (*index).max(*conflict_index),
+            MessageBody::Heartbeat { commit, .. } => *commit,
+            MessageBody::InstallSnapshot { meta, .. } => meta.index,
+            MessageBody::SnapshotResponse { snapshot_index, .. } => *snapshot_index,
+            MessageBody::ReadIndexResponse { index, .. } => *index,
+            MessageBody::PreVoteResponse { .. }
+            | MessageBody::VoteResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::TimeoutNow
+            | MessageBody::ReadIndex { .. } => 0,
+        }
     }
 
     /// A short name of the body's kind, for counters and errors.

@@ -183,7 +183,8 @@ impl Progress {
                 true
             }
             ProgressState::Probe => {
-                if self.next_index == 0 || rejected != self.next_index - 1 {
+                // Rejecting what it acknowledged earlier: a reordered answer.
+                if rejected <= self.match_index || rejected + 1 != self.next_index {
                     return false;
                 }
                 self.next_index = hint.min(rejected).max(self.match_index + 1);

@@ -4,7 +4,7 @@
 use crate::config::{Config, ConfigError, ReadMode};
 use crate::errors::{CompactError, ProposeError, StepError};
 use crate::log::RaftLog;
-use crate::message::{entry_size_bytes, Message, MessageBody};
+use crate::message::{entry_size_bytes, Message, MessageBody, MAX_SENSIBLE_INDEX};
 use crate::prng::Prng;
 use crate::progress::{Progress, ProgressState};
 use crate::quorum::majority_value;
@@ -793,6 +793,12 @@ impl Raft {
         if !self.progress.contains_key(&m.from) {
             return Err(StepError::UnknownSender { from: m.from });
         }
+        if m.max_index() > MAX_SENSIBLE_INDEX || m.term > MAX_SENSIBLE_INDEX {
+            return Err(StepError::Malformed {
+                from: m.from,
+                reason: "index or term beyond 2^62",
+            });
+        }
         if m.term > self.term {
             match &m.body {
                 MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true } => {}
@@ -911,12 +917,6 @@ impl Raft {
                 Ok(())
             }
             MessageBody::ReadIndexResponse { ctx, index } => {
-                if index > self.log.committed.max(self.log.last_index()) + (1 << 40) {
-                    return Err(StepError::Malformed {
-                        from: m.from,
-                        reason: "read index beyond any plausible log",
-                    });
-                }
                 self.read_states.push(ReadState { ctx, index });
                 Ok(())
             }
@@ -1025,6 +1025,16 @@ impl Raft {
             };
             prev_log_term = term_at_commit;
         }
+        if prev_log_index == committed && self.log.term(committed) != Some(prev_log_term) {
+            // The leader disagrees with a committed entry: only possible if
+            // Raft was broken (e.g. a test mutation). Do not answer, so the
+            // two do not ping-pong rejections.
+            return Err(StepError::ConflictsWithCommitted {
+                from,
+                index: committed,
+                commit: committed,
+            });
+        }
         if self.log.term(prev_log_index) != Some(prev_log_term) {
             let last = self.log.last_index();
             let (conflict_term, conflict_index) = match self.log.term(prev_log_index) {
@@ -1046,6 +1056,9 @@ impl Raft {
             return Ok(());
         }
         let new_entries = &entries[skip..];
+        if new_entries.first().is_some_and(|e| e.term < prev_log_term) {
+            return malformed("entry term below the term of our committed entry before it");
+        }
         let last_new = prev_log_index + new_entries.len() as u64;
         let first_conflict = new_entries
             .iter()

@@ -1,5 +1,7 @@
 //! §5.2 leader election and §9.6 pre-vote / check-quorum, driven by hand.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::Cluster;
 use raft::{Message, MessageBody, Role};

@@ -1,6 +1,8 @@
 //! §5.3 log replication and backtracking, §5.4 safety (Figure 8), and the
 //! persistence contract (§5.1 Figure 2 "persistent state").
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::Cluster;
 use raft::{EntryKind, Message, MessageBody, Mutations, Role};

@@ -1,5 +1,7 @@
 //! §7 log compaction and InstallSnapshot.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::Cluster;
 use raft::{CompactError, MessageBody, Role, Snapshot, SnapshotMeta};
