@@ -57,8 +57,10 @@ pub struct Options {
     /// Worker threads; 0 uses the number of cores.
     pub threads: usize,
     /// Stop the other partitions as soon as one is not linearizable (they
-    /// then report `Unknown`/cancelled). Faster; turn off to get every
-    /// failing key explained.
+    /// then report `Unknown`/cancelled), as porcupine does. On by default:
+    /// an illegal partition can be very expensive to exhaust (porcupine's
+    /// kv c50-bad takes minutes and gigabytes), and one violation decides the
+    /// verdict. Turn off to get every failing key explained.
     pub stop_on_first_violation: bool,
 }
 
@@ -68,7 +70,7 @@ impl Default for Options {
             timeout: None,
             max_memory_bytes: 2 << 30,
             threads: 0,
-            stop_on_first_violation: false,
+            stop_on_first_violation: true,
         }
     }
 }
@@ -132,5 +134,197 @@ impl CheckResult {
         self.partition_results
             .iter()
             .filter(|p| p.verdict == Verdict::NotLinearizable)
+    }
+}
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::history::{History, Status};
+use crate::model::{Model, ModelError, ModelKind};
+use crate::search::{search, Budget, PreparedOp};
+
+/// Checks `history` against the model named by `kind`.
+pub fn check_history(
+    history: &History,
+    kind: &ModelKind,
+    options: &Options,
+) -> Result<CheckResult, ModelError> {
+    use crate::model::{kv, multi_register, mutex, register};
+    match kind {
+        ModelKind::Kv => check_with(history, &kv::Kv, options),
+        ModelKind::KvUnpartitioned => check_with(history, &kv::KvUnpartitioned, options),
+        ModelKind::Register { initial } => {
+            check_with(history, &register::Register::register(initial), options)
+        }
+        ModelKind::CasRegister { initial } => {
+            check_with(history, &register::Register::cas_register(initial), options)
+        }
+        ModelKind::Etcd => check_with(history, &register::Register::etcd(), options),
+        ModelKind::MultiRegister { initial } => check_with(
+            history,
+            &multi_register::MultiRegister::new(initial),
+            options,
+        ),
+        ModelKind::Mutex => check_with(history, &mutex::Mutex, options),
+    }
+}
+
+type Partition<'h, O> = (Option<&'h str>, Vec<PreparedOp<O>>);
+
+/// Prepares every operation and groups them by partition key (in key order).
+fn partition<'h, M: Model>(
+    history: &'h History,
+    model: &M,
+) -> Result<Vec<Partition<'h, M::Op>>, ModelError> {
+    let mut index: HashMap<Option<&'h str>, usize> = HashMap::new();
+    let mut groups: Vec<Partition<'h, M::Op>> = Vec::new();
+    for op in &history.operations {
+        let key = model.partition_key(op);
+        let group = *index.entry(key).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        if let Some(prepared) = model.prepare(op)? {
+            let ret = match op.status {
+                Status::Info => None,
+                _ => op.return_index,
+            };
+            groups[group].1.push(PreparedOp {
+                id: op.id,
+                op: prepared,
+                call: op.invoke_index,
+                ret,
+            });
+        }
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(groups)
+}
+
+/// Checks `history` against `model`: one search per partition, partitions
+/// spread over `options.threads` threads, largest first.
+pub fn check_with<M: Model>(
+    history: &History,
+    model: &M,
+    options: &Options,
+) -> Result<CheckResult, ModelError> {
+    let started = Instant::now();
+    let groups = partition(history, model)?;
+    let budget = Budget::new(
+        options.timeout.map(|t| started + t),
+        options.max_memory_bytes,
+    );
+    let threads = if options.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        options.threads
+    }
+    .clamp(1, groups.len().max(1));
+    let mut work: Vec<usize> = (0..groups.len()).collect();
+    work.sort_by_key(|&g| std::cmp::Reverse(groups[g].1.len()));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<PartitionResult>>> = Mutex::new(vec![None; groups.len()]);
+
+    let worker = || loop {
+        let w = next.fetch_add(1, Ordering::SeqCst);
+        let Some(&g) = work.get(w) else { break };
+        let (key, ops) = &groups[g];
+        let partition_started = Instant::now();
+        let outcome = if budget.stop.load(Ordering::SeqCst) {
+            None
+        } else {
+            Some(search(model, ops, &budget))
+        };
+        let result = match outcome {
+            Some(o) => {
+                if o.verdict == Verdict::NotLinearizable && options.stop_on_first_violation {
+                    budget.stop(UnknownReason::Cancelled);
+                }
+                PartitionResult {
+                    key: key.map(str::to_string),
+                    verdict: o.verdict,
+                    unknown_reason: o.unknown_reason,
+                    operations: ops.len(),
+                    longest_prefix: o.longest_prefix,
+                    unlinearizable: o.unlinearizable,
+                    state_after_prefix: o.state_after_prefix,
+                    cache_entries: o.cache_entries,
+                    memory_bytes: o.memory_bytes,
+                    elapsed: partition_started.elapsed(),
+                }
+            }
+            None => PartitionResult {
+                key: key.map(str::to_string),
+                verdict: Verdict::Unknown,
+                unknown_reason: Some(budget.stop_reason().unwrap_or(UnknownReason::Cancelled)),
+                operations: ops.len(),
+                longest_prefix: Vec::new(),
+                unlinearizable: Vec::new(),
+                state_after_prefix: None,
+                cache_entries: 0,
+                memory_bytes: 0,
+                elapsed: partition_started.elapsed(),
+            },
+        };
+        if let Ok(mut slots) = results.lock() {
+            slots[g] = Some(result);
+        }
+    };
+    if threads <= 1 {
+        worker();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(worker);
+            }
+        });
+    }
+    let partition_results: Vec<PartitionResult> = results
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(combine(history, model.name(), partition_results, &budget, started))
+}
+
+fn combine(
+    history: &History,
+    model: &str,
+    partition_results: Vec<PartitionResult>,
+    budget: &Budget,
+    started: Instant,
+) -> CheckResult {
+    let any = |v: Verdict| partition_results.iter().any(|p| p.verdict == v);
+    let verdict = if any(Verdict::NotLinearizable) {
+        Verdict::NotLinearizable
+    } else if any(Verdict::Unknown) {
+        Verdict::Unknown
+    } else {
+        Verdict::Linearizable
+    };
+    let unknown_reason = (verdict == Verdict::Unknown).then(|| {
+        partition_results
+            .iter()
+            .filter_map(|p| p.unknown_reason)
+            .find(|r| *r != UnknownReason::Cancelled)
+            .unwrap_or(UnknownReason::Cancelled)
+    });
+    CheckResult {
+        verdict,
+        unknown_reason,
+        model: model.to_string(),
+        operations: history.operations.len(),
+        partitions: partition_results.len(),
+        cache_entries: partition_results.iter().map(|p| p.cache_entries).sum(),
+        memory_bytes: budget
+            .memory_peak_bytes
+            .load(Ordering::Relaxed)
+            .max(partition_results.iter().map(|p| p.memory_bytes).max().unwrap_or(0)),
+        partition_results,
+        elapsed: started.elapsed(),
     }
 }

@@ -10,9 +10,11 @@ pub mod check;
 pub mod formats;
 pub mod history;
 pub mod model;
+pub mod report;
+pub mod search;
 pub mod value;
 
-pub use check::{CheckResult, Options, PartitionResult, UnknownReason, Verdict};
+pub use check::{check_history, check_with, CheckResult, Options, PartitionResult, UnknownReason, Verdict};
 pub use history::{Event, EventKind, Format, History, Operation, ParseError, Status};
 pub use model::{Model, ModelError, ModelKind};
 pub use value::Value;

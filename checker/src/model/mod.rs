@@ -57,7 +57,7 @@ pub trait Model: Sync {
     /// interns states, so equal states must hash equally.
     type State: Clone + Eq + Hash + Debug + Send + Sync;
     /// An operation prepared for `step` (input and known output).
-    type Op: Clone + Debug + Send + Sync;
+    type Op: Clone + PartialEq + Debug + Send + Sync;
 
     /// Short name (`kv`, `cas-register`, ...).
     fn name(&self) -> &'static str;
@@ -172,6 +172,37 @@ impl ModelKind {
             ModelKind::Etcd => "etcd",
             ModelKind::MultiRegister { .. } => "multi-register",
             ModelKind::Mutex => "mutex",
+        }
+    }
+}
+
+impl ModelKind {
+    /// A sensible model for a history when none is given: by format
+    /// (porcupine's logs), else by the operations' `f`s.
+    pub fn infer(history: &crate::history::History, format: crate::history::Format) -> ModelKind {
+        use crate::history::Format;
+        match format {
+            Format::PorcupineEtcd => return ModelKind::Etcd,
+            Format::PorcupineKv => return ModelKind::Kv,
+            _ => {}
+        }
+        let has = |name: &str| history.operations.iter().any(|op| op.f == name);
+        if has("txn") {
+            ModelKind::MultiRegister {
+                initial: Value::Map(Vec::new()),
+            }
+        } else if has("acquire") || has("release") {
+            ModelKind::Mutex
+        } else if has("get") || has("put") || has("append") {
+            ModelKind::Kv
+        } else if has("cas") {
+            ModelKind::CasRegister {
+                initial: Value::Nil,
+            }
+        } else {
+            ModelKind::Register {
+                initial: Value::Nil,
+            }
         }
     }
 }

@@ -1,1 +1,155 @@
-//! Write-ahead log and snapshot files with checksums, group commit and torn-tail recovery.
+//! Write-ahead log and snapshot files with checksums, group commit and
+//! torn-tail recovery.
+//!
+//! This crate is on the I/O side of the line: it owns the files of one
+//! node's data directory. It depends on the Raft core only for the boundary
+//! types ([`Entry`], [`HardState`], [`Snapshot`]).
+//!
+//! # How the node daemon uses it
+//!
+//! ```no_run
+//! use storage::{DiskOptions, DiskStorage, LogStore};
+//! # fn main() -> Result<(), storage::StorageError> {
+//! let (mut store, recovered) = DiskStorage::open("data/n1".as_ref(), DiskOptions::default())?;
+//! // recovered.hard_state / .snapshot / .entries become raft's `Restored`.
+//! # let ready_hard_state = None; let ready_entries = vec![]; let ready_snapshot = None;
+//! // For every Ready: persist first (one fdatasync), then send its messages.
+//! store.save_ready(ready_hard_state.as_ref(), &ready_entries, ready_snapshot.as_ref())?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//!
+//! * When `save_ready` (or `sync`) returns `Ok`, everything passed to it
+//!   and to every earlier `append` survives a crash or power loss.
+//! * A batch (one `append`) is recovered whole or not at all, so a Ready's
+//!   entries and hard state never come back half-written.
+//! * Recovery never believes damaged data: a torn tail (damage no later
+//!   record vouches for) is cut off and logged; anything else is
+//!   [`StorageError::Corrupt`] naming file and offset. The rule is
+//!   documented on the `recovery` module and in the README of this crate's
+//!   report; see [`DiskStorage::open`].
+//! * After an fsync error the store refuses every further call
+//!   ([`StorageError::Poisoned`]); reopen to recover what is on disk. A full
+//!   disk is [`StorageError::DiskFull`] and loses nothing acknowledged.
+
+mod disk;
+mod error;
+mod fsutil;
+pub mod inspect;
+mod log;
+mod memory;
+mod record;
+mod recovery;
+mod segment;
+mod snapfile;
+
+pub use disk::{DiskOptions, DiskStorage, SEGMENT_BYTES_MIN};
+pub use error::{Corruption, StorageError};
+pub use memory::MemStorage;
+pub use raft::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+pub use recovery::TornTail;
+
+/// The largest entry payload a store accepts. Bounds a record (and the
+/// memory recovery allocates for one) so a damaged length cannot ask for
+/// gigabytes.
+pub const ENTRY_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What a node restarts from: everything that was durable. All empty for a
+/// brand-new node. The fields map one to one onto raft's `Restored`
+/// (`snapshot.meta` is its `snapshot`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    /// The newest snapshot, with its data, for the state machine to restore.
+    pub snapshot: Option<Snapshot>,
+    /// The entries after the snapshot, consecutive, truncations applied.
+    pub entries: Vec<Entry>,
+    /// Set when recovery cut an unacknowledged torn tail off the WAL (also
+    /// logged as a warning). Informational: nothing acknowledged was lost.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Stable storage for one Raft node: the log, the hard state and the
+/// newest snapshot.
+///
+/// # Contract
+///
+/// * `append` validates and writes one batch; it is not durable until
+///   `sync` returns `Ok`. Several appends followed by one `sync` is group
+///   commit: one fdatasync for all of them.
+/// * Within a batch the order of effects is: the snapshot (if any)
+///   compacts the log, or replaces it when the log has no entry with the
+///   snapshot's index and term (Raft §7); then the entries are appended,
+///   first truncating the stored suffix from `entries[0].index` when that
+///   is at or below the last stored index (the Ready rule); then the hard
+///   state is recorded.
+/// * Refused without writing anything: entries that are not consecutive,
+///   that leave a gap after the last index, or that start at or below the
+///   snapshot index; a snapshot older than the stored one; a hard state
+///   whose term is lower than the stored one; an entry over
+///   [`ENTRY_BYTES_MAX`].
+/// * The read methods reflect every successful `append`, synced or not.
+pub trait LogStore {
+    /// Writes one batch (a Ready's snapshot, entries and hard state)
+    /// without waiting for the disk.
+    fn append(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+        snapshot: Option<&Snapshot>,
+    ) -> Result<(), StorageError>;
+
+    /// Makes every batch appended so far durable (one fdatasync).
+    fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// Step 1 of handling a Ready: persists its snapshot, entries and hard
+    /// state with one fdatasync. Send the Ready's messages only after this
+    /// returns `Ok`.
+    fn save_ready(
+        &mut self,
+        hard_state: Option<&HardState>,
+        entries: &[Entry],
+        snapshot: Option<&Snapshot>,
+    ) -> Result<(), StorageError> {
+        self.append(hard_state, entries, snapshot)?;
+        self.sync()
+    }
+
+    /// Persists a snapshot the application took of its own applied state
+    /// (raft's `compact`): the log up to the snapshot's index is discarded,
+    /// the entries after it are kept. The snapshot must match the log (the
+    /// log has an entry with its index and term); otherwise this is an
+    /// error rather than the log replacement a leader's snapshot causes.
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let (index, term) = (snapshot.meta.index, snapshot.meta.term);
+        if self.term(index) != Some(term) {
+            return Err(StorageError::InvalidAppend {
+                detail: format!(
+                    "snapshot at index {index} term {term} does not match the log (term there: {:?})",
+                    self.term(index)
+                ),
+            });
+        }
+        self.save_ready(None, &[], Some(snapshot))
+    }
+
+    /// The newest hard state appended.
+    fn hard_state(&self) -> &HardState;
+
+    /// The newest snapshot's metadata, if any.
+    fn snapshot_meta(&self) -> Option<&SnapshotMeta>;
+
+    /// Reads the newest snapshot with its data (to send to a follower).
+    fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError>;
+
+    /// Index of the first entry in the log (snapshot index + 1).
+    fn first_index(&self) -> Index;
+
+    /// Index of the last entry (the snapshot index when the log is empty).
+    fn last_index(&self) -> Index;
+
+    /// Term of the entry at `index`; the snapshot's term at its index;
+    /// `Some(0)` at index 0 before any snapshot; `None` elsewhere.
+    fn term(&self, index: Index) -> Option<Term>;
+}

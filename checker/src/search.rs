@@ -1,0 +1,691 @@
+//! The search: Wing & Gong's algorithm with Lowe's just-in-time
+//! linearization and memoisation, as porcupine implements it, for one partition.
+//!
+//! The history is a doubly linked list of call and return entries in
+//! real-time order. The search repeatedly takes the first call entry whose
+//! operation is legal in the current state, "lifts" it (and its return)
+//! out of the list and pushes it on a stack; when it meets a return entry
+//! first, that operation should already have been linearized, so it pops
+//! and tries the next candidate. A cache of (set of linearized operations,
+//! state) pairs already explored prunes repeated work.
+//!
+//! What is different from porcupine, and why:
+//!
+//! * Operations with an unknown outcome (`info`, never completed) have no
+//!   return entry at all, and the search succeeds as soon as every
+//!   *definite* operation is linearized: the rest "never happened". This is
+//!   how "may take effect at any time after invocation, or never" is exact
+//!   for every model, including ones where an unknown op is not legal in
+//!   every final state (a mutex acquire).
+//! * States are interned to `u32` ids, and each operation remembers its
+//!   last (state -> next state) transition, so backtracking over the same
+//!   step costs no model call and no allocation.
+//! * The cache key's hash is maintained incrementally (Zobrist hashing: one
+//!   random word per operation, XORed in and out), and the bitset is stored
+//!   compactly: definite operations are numbered first, in call order, so the
+//!   linearized set is "all of a prefix, plus a window": only the window is
+//!   stored and compared. Memory per cache entry therefore tracks the
+//!   concurrency, not the length, of the history.
+//! * The time and memory budgets, and a shared stop flag, are checked inside
+//!   the loop every [`BUDGET_CHECK_INTERVAL_STEPS`] iterations.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::check::{UnknownReason, Verdict};
+use crate::model::Model;
+
+/// How many loop iterations pass between two looks at the clock and the memory counter.
+pub const BUDGET_CHECK_INTERVAL_STEPS: u64 = 1024;
+
+/// How far back (in optional ops) to look for an identical optional op.
+const TWIN_SCAN_MAX: usize = 256;
+
+const NONE: u32 = u32::MAX;
+const ILLEGAL: u32 = u32::MAX - 1;
+const HEAD: u32 = 0;
+
+/// An operation of one partition, prepared for the search.
+#[derive(Clone, Debug)]
+pub struct PreparedOp<O> {
+    /// Id in `History::operations`.
+    pub id: usize,
+    /// The model's prepared operation.
+    pub op: O,
+    /// Position of the invoke in the history's event order.
+    pub call: usize,
+    /// Position of the completion; `None` for an unknown outcome (+infinity, may be left out).
+    pub ret: Option<usize>,
+}
+
+/// Shared limits for all partitions of one check.
+#[derive(Debug)]
+pub struct Budget {
+    /// Wall-clock deadline.
+    pub deadline: Option<Instant>,
+    /// Set to stop every search (another partition failed, or a budget ran out).
+    pub stop: AtomicBool,
+    /// Why `stop` was set (an [`UnknownReason`] as u8 + 1; 0 = not set).
+    pub stop_reason: AtomicUsize,
+    /// Bytes all caches hold together.
+    pub memory_used_bytes: AtomicUsize,
+    /// Peak of `memory_used_bytes`.
+    pub memory_peak_bytes: AtomicUsize,
+    /// The cap on `memory_used_bytes`.
+    pub memory_max_bytes: usize,
+}
+
+impl Budget {
+    /// A budget with these limits.
+    pub fn new(deadline: Option<Instant>, memory_max_bytes: usize) -> Budget {
+        Budget {
+            deadline,
+            stop: AtomicBool::new(false),
+            stop_reason: AtomicUsize::new(0),
+            memory_used_bytes: AtomicUsize::new(0),
+            memory_peak_bytes: AtomicUsize::new(0),
+            memory_max_bytes,
+        }
+    }
+
+    /// Stops every search, remembering the first reason.
+    pub fn stop(&self, reason: UnknownReason) {
+        let code = match reason {
+            UnknownReason::Timeout => 1,
+            UnknownReason::Memory => 2,
+            UnknownReason::Cancelled => 3,
+        };
+        let _ = self
+            .stop_reason
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// The reason given to the first `stop`, if any.
+    pub fn stop_reason(&self) -> Option<UnknownReason> {
+        match self.stop_reason.load(Ordering::SeqCst) {
+            1 => Some(UnknownReason::Timeout),
+            2 => Some(UnknownReason::Memory),
+            3 => Some(UnknownReason::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// What the search of one partition found.
+#[derive(Clone, Debug)]
+pub struct SearchOutcome {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why it is unknown.
+    pub unknown_reason: Option<UnknownReason>,
+    /// The deepest linearization (history ids), or the full one when linearizable.
+    pub longest_prefix: Vec<usize>,
+    /// Operations that could not be linearized after the prefix (history ids).
+    pub unlinearizable: Vec<usize>,
+    /// The model state after the prefix.
+    pub state_after_prefix: Option<String>,
+    /// Cache entries created.
+    pub cache_entries: usize,
+    /// Bytes held by the cache and state table at the end.
+    pub memory_bytes: usize,
+}
+
+/// FxHash: a fast non-cryptographic hasher for interning states (no DoS concern here).
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher {
+    hash: u64,
+}
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ i).wrapping_mul(FX_SEED);
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// SplitMix64's output function: a good 64-bit mixer.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The set of linearized operations: definite ops `0..definite` as a
+/// prefix-plus-window bitset, unknown-outcome ops after them.
+struct Linearized {
+    words: Vec<u64>,
+    definite_words: usize,
+    last_definite_mask: u64,
+    definite: usize,
+    /// Every definite word below `lo` is full.
+    lo: usize,
+    /// Every definite word at or above `hi` is zero.
+    hi: usize,
+    zobrist: Vec<u64>,
+    hash: u64,
+}
+
+impl Linearized {
+    fn new(definite: usize, total: usize) -> Linearized {
+        let definite_words = definite.div_ceil(64);
+        let info_words = (total - definite).div_ceil(64);
+        let rem = definite % 64;
+        Linearized {
+            words: vec![0; definite_words + info_words],
+            definite_words,
+            last_definite_mask: if rem == 0 { !0 } else { (1u64 << rem) - 1 },
+            definite,
+            lo: 0,
+            hi: 0,
+            zobrist: (0..total as u64).map(|i| mix(i ^ 0xa076_1d64_78bd_642f)).collect(),
+            hash: 0,
+        }
+    }
+
+    fn full(&self, w: usize) -> u64 {
+        if w + 1 == self.definite_words {
+            self.last_definite_mask
+        } else {
+            !0
+        }
+    }
+
+    fn word_of(&self, i: usize) -> (usize, u64) {
+        if i < self.definite {
+            (i >> 6, 1u64 << (i & 63))
+        } else {
+            let j = i - self.definite;
+            (self.definite_words + (j >> 6), 1u64 << (j & 63))
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        let (w, bit) = self.word_of(i);
+        self.words[w] |= bit;
+        self.hash ^= self.zobrist[i];
+        if i < self.definite {
+            if w >= self.hi {
+                self.hi = w + 1;
+            }
+            while self.lo < self.definite_words && self.words[self.lo] == self.full(self.lo) {
+                self.lo += 1;
+            }
+        }
+    }
+
+    fn clear(&mut self, i: usize) {
+        let (w, bit) = self.word_of(i);
+        self.words[w] &= !bit;
+        self.hash ^= self.zobrist[i];
+        if i < self.definite {
+            if w < self.lo {
+                self.lo = w;
+            }
+            while self.hi > self.lo && self.words[self.hi - 1] == 0 {
+                self.hi -= 1;
+            }
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        let (w, bit) = self.word_of(i);
+        self.words[w] & bit != 0
+    }
+
+    fn header(&self) -> u64 {
+        (self.lo as u64) | ((self.hi as u64) << 32)
+    }
+
+    fn encoded_len(&self) -> usize {
+        1 + self.hi.saturating_sub(self.lo) + (self.words.len() - self.definite_words)
+    }
+
+    fn window(&self) -> &[u64] {
+        if self.hi > self.lo {
+            &self.words[self.lo..self.hi]
+        } else {
+            &[]
+        }
+    }
+
+    fn info(&self) -> &[u64] {
+        &self.words[self.definite_words..]
+    }
+
+    fn matches(&self, stored: &[u64]) -> bool {
+        if stored.first() != Some(&self.header()) {
+            return false;
+        }
+        let window = self.window();
+        let info = self.info();
+        stored.len() == 1 + window.len() + info.len()
+            && &stored[1..1 + window.len()] == window
+            && &stored[1 + window.len()..] == info
+    }
+
+    fn encode_into(&self, arena: &mut Vec<u64>) {
+        arena.push(self.header());
+        arena.extend_from_slice(self.window());
+        arena.extend_from_slice(self.info());
+    }
+}
+
+#[derive(Clone, Copy)]
+struct CacheEntry {
+    hash: u64,
+    state: u32,
+    offset: u32,
+}
+
+/// Open-addressing set of (linearized set, state) pairs.
+struct Cache {
+    slots: Vec<u32>,
+    entries: Vec<CacheEntry>,
+    arena: Vec<u64>,
+}
+
+impl Cache {
+    fn new() -> Cache {
+        Cache {
+            slots: vec![NONE; 1 << 10],
+            entries: Vec::new(),
+            arena: Vec::new(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.slots.len() * 4 + self.entries.capacity() * 16 + self.arena.capacity() * 8
+    }
+
+    /// Inserts (`linearized`, `state`) unless present; true if it was new.
+    fn insert(&mut self, linearized: &Linearized, state: u32) -> bool {
+        let hash = linearized.hash ^ mix(u64::from(state));
+        let mask = self.slots.len() - 1;
+        let mut slot = (hash as usize) & mask;
+        loop {
+            let index = self.slots[slot];
+            if index == NONE {
+                break;
+            }
+            let entry = self.entries[index as usize];
+            if entry.hash == hash && entry.state == state {
+                let start = entry.offset as usize;
+                let end = start + linearized.encoded_len();
+                if end <= self.arena.len() && linearized.matches(&self.arena[start..end]) {
+                    return false;
+                }
+            }
+            slot = (slot + 1) & mask;
+        }
+        let offset = self.arena.len() as u32;
+        linearized.encode_into(&mut self.arena);
+        self.slots[slot] = self.entries.len() as u32;
+        self.entries.push(CacheEntry {
+            hash,
+            state,
+            offset,
+        });
+        if self.entries.len() * 2 > self.slots.len() {
+            self.grow();
+        }
+        true
+    }
+
+    fn grow(&mut self) {
+        let capacity = self.slots.len() * 2;
+        let mask = capacity - 1;
+        let mut slots = vec![NONE; capacity];
+        for (i, entry) in self.entries.iter().enumerate() {
+            let mut slot = (entry.hash as usize) & mask;
+            while slots[slot] != NONE {
+                slot = (slot + 1) & mask;
+            }
+            slots[slot] = i as u32;
+        }
+        self.slots = slots;
+    }
+}
+
+/// Interned model states.
+struct States<S> {
+    ids: HashMap<S, u32, BuildHasherDefault<FxHasher>>,
+    states: Vec<S>,
+}
+
+impl<S: Clone + Eq + Hash> States<S> {
+    fn new() -> States<S> {
+        States {
+            ids: HashMap::default(),
+            states: Vec::new(),
+        }
+    }
+
+    fn intern(&mut self, state: S) -> u32 {
+        if let Some(&id) = self.ids.get(&state) {
+            return id;
+        }
+        let id = self.states.len() as u32;
+        self.states.push(state.clone());
+        self.ids.insert(state, id);
+        id
+    }
+
+    fn bytes(&self) -> usize {
+        self.states.capacity() * std::mem::size_of::<S>() * 2 + self.ids.capacity() * 12
+    }
+}
+
+/// The entry list (dancing links over call and return entries).
+struct Entries {
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    /// Local op of each entry (index 0 is the head sentinel).
+    op: Vec<u32>,
+    is_call: Vec<bool>,
+    call_entry: Vec<u32>,
+    return_entry: Vec<u32>,
+}
+
+impl Entries {
+    fn new(calls: &[usize], returns: &[Option<usize>]) -> Entries {
+        let n = calls.len();
+        let mut events: Vec<(usize, u32, bool)> = Vec::with_capacity(2 * n);
+        for i in 0..n {
+            events.push((calls[i], i as u32, true));
+            if let Some(r) = returns[i] {
+                events.push((r, i as u32, false));
+            }
+        }
+        // Positions are distinct event indices; a call sorts before a return at a tie.
+        events.sort_by_key(|&(position, _, is_call)| (position, !is_call));
+        let count = events.len() + 1;
+        let mut entries = Entries {
+            next: vec![NONE; count],
+            prev: vec![NONE; count],
+            op: vec![NONE; count],
+            is_call: vec![false; count],
+            call_entry: vec![NONE; n],
+            return_entry: vec![NONE; n],
+        };
+        for (k, &(_, op, is_call)) in events.iter().enumerate() {
+            let e = k + 1;
+            entries.op[e] = op;
+            entries.is_call[e] = is_call;
+            if is_call {
+                entries.call_entry[op as usize] = e as u32;
+            } else {
+                entries.return_entry[op as usize] = e as u32;
+            }
+        }
+        for e in 0..count {
+            entries.next[e] = if e + 1 < count { (e + 1) as u32 } else { NONE };
+            entries.prev[e] = if e == 0 { NONE } else { (e - 1) as u32 };
+        }
+        entries
+    }
+
+    fn remove(&mut self, e: u32) {
+        let (p, n) = (self.prev[e as usize], self.next[e as usize]);
+        self.next[p as usize] = n;
+        if n != NONE {
+            self.prev[n as usize] = p;
+        }
+    }
+
+    fn reinsert(&mut self, e: u32) {
+        let (p, n) = (self.prev[e as usize], self.next[e as usize]);
+        self.next[p as usize] = e;
+        if n != NONE {
+            self.prev[n as usize] = e;
+        }
+    }
+
+    fn lift(&mut self, op: u32) {
+        self.remove(self.call_entry[op as usize]);
+        let r = self.return_entry[op as usize];
+        if r != NONE {
+            self.remove(r);
+        }
+    }
+
+    fn unlift(&mut self, op: u32) {
+        let r = self.return_entry[op as usize];
+        if r != NONE {
+            self.reinsert(r);
+        }
+        self.reinsert(self.call_entry[op as usize]);
+    }
+}
+
+/// Checks one partition.
+pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -> SearchOutcome {
+    // Local numbering: definite operations first, in call order, then unknown-outcome ones.
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| (ops[i].ret.is_none(), ops[i].call));
+    let definite = ops.iter().filter(|o| o.ret.is_some()).count();
+    let calls: Vec<usize> = order.iter().map(|&i| ops[i].call).collect();
+    let returns: Vec<Option<usize>> = order.iter().map(|&i| ops[i].ret).collect();
+    let local = |i: u32| &ops[order[i as usize]];
+
+    // For each optional op, the previous optional op (in call order) with an identical effect.
+    let mut twin_before: Vec<u32> = vec![NONE; ops.len()];
+    for i in definite..ops.len() {
+        // Only the immediately previous twin is valid here; a bounded scan
+        // that misses it just leaves the op unpruned.
+        for j in (definite.max(i.saturating_sub(TWIN_SCAN_MAX))..i).rev() {
+            if local(j as u32).op == local(i as u32).op {
+                twin_before[i] = j as u32;
+                break;
+            }
+        }
+    }
+    let mut entries = Entries::new(&calls, &returns);
+    let mut linearized = Linearized::new(definite, ops.len());
+    let mut cache = Cache::new();
+    let mut states: States<M::State> = States::new();
+    let mut memo: Vec<(u32, u32)> = vec![(NONE, NONE); ops.len()];
+    let mut stack: Vec<(u32, u32)> = Vec::new();
+    let mut state = states.intern(model.init());
+    let mut remaining = definite;
+
+    let mut best_depth: Option<usize> = None;
+    let mut best_prefix: Vec<u32> = Vec::new();
+    let mut best_blocked: Vec<u32> = Vec::new();
+    let mut best_state = state;
+
+    let mut reported_bytes = 0usize;
+    let mut iterations: u64 = 0;
+    let mut entry = entries.next[HEAD as usize];
+
+    let finish = |verdict: Verdict,
+                  reason: Option<UnknownReason>,
+                  prefix: &[u32],
+                  blocked: &[u32],
+                  state: Option<&M::State>,
+                  cache: &Cache,
+                  bytes: usize| SearchOutcome {
+        verdict,
+        unknown_reason: reason,
+        longest_prefix: prefix.iter().map(|&i| local(i).id).collect(),
+        unlinearizable: blocked.iter().map(|&i| local(i).id).collect(),
+        state_after_prefix: state.map(|s| model.describe_state(s)),
+        cache_entries: cache.entries.len(),
+        memory_bytes: bytes,
+    };
+
+    loop {
+        if remaining == 0 {
+            let prefix: Vec<u32> = stack.iter().map(|&(op, _)| op).collect();
+            let bytes = cache.bytes() + states.bytes();
+            budget.memory_used_bytes.fetch_sub(reported_bytes, Ordering::Relaxed);
+            return finish(
+                Verdict::Linearizable,
+                None,
+                &prefix,
+                &[],
+                Some(&states.states[state as usize]),
+                &cache,
+                bytes,
+            );
+        }
+        iterations += 1;
+        if iterations % BUDGET_CHECK_INTERVAL_STEPS == 0 {
+            let bytes = cache.bytes() + states.bytes();
+            let total = if bytes >= reported_bytes {
+                budget.memory_used_bytes.fetch_add(bytes - reported_bytes, Ordering::Relaxed)
+                    + (bytes - reported_bytes)
+            } else {
+                budget.memory_used_bytes.fetch_sub(reported_bytes - bytes, Ordering::Relaxed)
+                    - (reported_bytes - bytes)
+            };
+            reported_bytes = bytes;
+            budget.memory_peak_bytes.fetch_max(total, Ordering::Relaxed);
+            let reason = if total > budget.memory_max_bytes {
+                Some(UnknownReason::Memory)
+            } else if budget.deadline.is_some_and(|d| Instant::now() >= d) {
+                Some(UnknownReason::Timeout)
+            } else if budget.stop.load(Ordering::Relaxed) {
+                Some(budget.stop_reason().unwrap_or(UnknownReason::Cancelled))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                if reason != UnknownReason::Cancelled {
+                    budget.stop(reason);
+                }
+                budget.memory_used_bytes.fetch_sub(reported_bytes, Ordering::Relaxed);
+                if best_depth.is_none_or(|d| stack.len() > d) {
+                    best_prefix = stack.iter().map(|&(op, _)| op).collect();
+                    best_blocked.clear();
+                    best_state = state;
+                }
+                return finish(
+                    Verdict::Unknown,
+                    Some(reason),
+                    &best_prefix,
+                    &best_blocked,
+                    Some(&states.states[best_state as usize]),
+                    &cache,
+                    bytes,
+                );
+            }
+        }
+
+        if entry != NONE && entries.is_call[entry as usize] {
+            let op = entries.op[entry as usize];
+            let (from, to) = memo[op as usize];
+            let next = if from == state {
+                to
+            } else {
+                let to = match model.step(&states.states[state as usize], &local(op).op) {
+                    Some(s) => states.intern(s),
+                    None => ILLEGAL,
+                };
+                memo[op as usize] = (state, to);
+                to
+            };
+            // An optional (unknown-outcome) op that leaves the state as it is
+            // is dominated by not taking it; and of identical optional ops, only
+            // the earliest-invoked untaken one needs trying (swap symmetry).
+            let optional = (op as usize) >= definite;
+            let dominated = optional
+                && (next == state || {
+                    let twin = twin_before[op as usize];
+                    twin != NONE && !linearized.contains(twin as usize)
+                });
+            if next != ILLEGAL && !dominated {
+                linearized.set(op as usize);
+                if cache.insert(&linearized, next) {
+                    stack.push((op, state));
+                    state = next;
+                    entries.lift(op);
+                    if (op as usize) < definite {
+                        remaining -= 1;
+                    }
+                    entry = entries.next[HEAD as usize];
+                    continue;
+                }
+                linearized.clear(op as usize);
+            }
+            entry = entries.next[entry as usize];
+            continue;
+        }
+
+        // A return entry (or the end): the operation it closes was not
+        // linearized in time. Remember the deepest point, then backtrack.
+        if best_depth.is_none_or(|d| stack.len() > d) {
+            best_depth = Some(stack.len());
+            best_prefix = stack.iter().map(|&(op, _)| op).collect();
+            best_state = state;
+            best_blocked.clear();
+            if entry != NONE {
+                best_blocked.push(entries.op[entry as usize]);
+                let current = &states.states[state as usize];
+                let mut e = entries.next[HEAD as usize];
+                while e != entry && e != NONE {
+                    let candidate = entries.op[e as usize];
+                    if entries.is_call[e as usize]
+                        && (candidate as usize) < definite
+                        && model.step(current, &local(candidate).op).is_none()
+                    {
+                        best_blocked.push(candidate);
+                    }
+                    e = entries.next[e as usize];
+                }
+            }
+        }
+        let Some((op, previous)) = stack.pop() else {
+            let bytes = cache.bytes() + states.bytes();
+            budget.memory_used_bytes.fetch_sub(reported_bytes, Ordering::Relaxed);
+            return finish(
+                Verdict::NotLinearizable,
+                None,
+                &best_prefix,
+                &best_blocked,
+                Some(&states.states[best_state as usize]),
+                &cache,
+                bytes,
+            );
+        };
+        linearized.clear(op as usize);
+        state = previous;
+        entries.unlift(op);
+        if (op as usize) < definite {
+            remaining += 1;
+        }
+        entry = entries.next[entries.call_entry[op as usize] as usize];
+    }
+}
