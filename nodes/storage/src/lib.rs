@@ -47,7 +47,7 @@ mod snapfile;
 pub use disk::{DiskOptions, DiskStorage, SEGMENT_BYTES_MIN};
 pub use error::{Corruption, StorageError};
 pub use memory::MemStorage;
-pub use raft::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+pub use raft::{Entry, EntryKind, HardState, Index, Snapshot, SnapshotMeta, Term};
 pub use recovery::TornTail;
 
 /// The largest entry payload a store accepts. Bounds a record (and the
