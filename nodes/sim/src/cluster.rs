@@ -168,6 +168,9 @@ pub struct Sim<S: StateMachine> {
     violation: Option<SimError>,
     stats: NetStats,
     events_processed: u64,
+    /// Latest arrival time scheduled per link `(from - 1) * n + (to - 1)`,
+    /// to keep links FIFO when the network asks for it.
+    last_arrival_us: Vec<u64>,
 }
 
 impl<S: StateMachine> Sim<S> {
@@ -175,6 +178,7 @@ impl<S: StateMachine> Sim<S> {
     /// builds an empty state machine for a node (at start and on restart).
     pub fn new(config: SimConfig, factory: impl FnMut(NodeId) -> S + 'static) -> Result<Self, SimError> {
         let mut root = SimRng::new(config.seed);
+        let config_nodes = config.nodes;
         let ids: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let nodes = ids
             .iter()
@@ -211,6 +215,7 @@ impl<S: StateMachine> Sim<S> {
             violation: None,
             stats: NetStats::default(),
             events_processed: 0,
+            last_arrival_us: vec![0; config_nodes * config_nodes],
         };
         for at in 0..sim.nodes.len() {
             sim.start_node(at)?;
@@ -592,14 +597,36 @@ impl<S: StateMachine> Sim<S> {
         match self.config.net.plan(&mut self.net_rng) {
             [None, _] => self.stats.messages_lost += 1,
             [Some(first), second] => {
+                let link = self.link_slot(message.from, message.to);
+                let first_us = self.arrival_us(link, first);
                 if let Some(again) = second {
                     self.stats.messages_duplicated += 1;
-                    self.queue
-                        .push(self.now_us + again, Event::Deliver(message.clone()));
+                    let again_us = self.arrival_us(link, again);
+                    self.queue.push(again_us, Event::Deliver(message.clone()));
                 }
-                self.queue.push(self.now_us + first, Event::Deliver(message));
+                self.queue.push(first_us, Event::Deliver(message));
             }
         }
+    }
+
+    fn link_slot(&self, from: NodeId, to: NodeId) -> Option<usize> {
+        let n = self.nodes.len();
+        let f = self.slot(from)?;
+        let t = self.slot(to)?;
+        Some(f * n + t)
+    }
+
+    /// When a message sent now with `delay_us` arrives: no earlier than the
+    /// previous message on a FIFO link.
+    fn arrival_us(&mut self, link: Option<usize>, delay_us: u64) -> u64 {
+        let mut at_us = self.now_us + delay_us;
+        if self.config.net.fifo_links {
+            if let Some(last) = link.and_then(|l| self.last_arrival_us.get_mut(l)) {
+                at_us = at_us.max(*last);
+                *last = at_us;
+            }
+        }
+        at_us
     }
 
     fn fail(&mut self, node: NodeId, (invariant, detail): Broken) {

@@ -183,3 +183,56 @@ pub fn wait<S: StateMachine>(
         message: format!("only {count} nodes applied index {index}, wanted {n}"),
     })
 }
+
+/// Several `one()` calls running concurrently (the lab starts them in
+/// goroutines): every command is proposed to a leader, re-proposed when an
+/// attempt fails or stalls for 2 s, until each is applied on `expected`
+/// nodes; all within 10 s. Returns the index of each command.
+pub fn many<S: StateMachine>(
+    sim: &mut Sim<S>,
+    commands: &[Vec<u8>],
+    expected: usize,
+) -> Result<Vec<Index>, SimError> {
+    let deadline_us = sim.now_us() + AGREEMENT_DEADLINE.as_micros() as u64;
+    let attempt_us = ATTEMPT_DEADLINE.as_micros() as u64;
+    // Per command: Some((index, proposed at)) while an attempt is pending.
+    let mut attempts: Vec<Option<(Index, u64)>> = vec![None; commands.len()];
+    let mut done: Vec<Option<Index>> = vec![None; commands.len()];
+    while sim.now_us() < deadline_us {
+        for (i, cmd) in commands.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            if let Some((index, since_us)) = attempts[i] {
+                let (count, same) = committed_as(sim, index, cmd);
+                if same && count >= expected {
+                    done[i] = Some(index);
+                    continue;
+                }
+                let lost = sim.applied_at(index).is_some_and(|r| r.data != *cmd);
+                if !lost && sim.now_us() < since_us + attempt_us {
+                    continue;
+                }
+                attempts[i] = None;
+            }
+            for node in connected(sim) {
+                if let Ok(index) = sim.propose(node, cmd.clone()) {
+                    attempts[i] = Some((index, sim.now_us()));
+                    break;
+                }
+            }
+        }
+        if done.iter().all(Option::is_some) {
+            return Ok(done.into_iter().flatten().collect());
+        }
+        sim.run_for(Duration::from_millis(10))?;
+    }
+    let missing = done.iter().filter(|d| d.is_none()).count();
+    Err(SimError::Claim {
+        at_us: sim.now_us(),
+        message: format!(
+            "{missing} of {} concurrent commands did not reach {expected} nodes within {AGREEMENT_DEADLINE:?}",
+            commands.len()
+        ),
+    })
+}

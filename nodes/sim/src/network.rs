@@ -29,11 +29,14 @@ pub struct NetConfig {
     /// own delay), as a retransmitting transport can cause.
     pub duplicate_probability: f64,
     pub long_reorder: Option<LongReorder>,
+    /// Messages on one link arrive in the order they were sent, as on the
+    /// node runtime's long-lived QUIC stream per peer. Off for the lab's
+    /// unreliable network (labrpc runs every RPC in its own goroutine).
+    pub fifo_links: bool,
 }
 
 impl NetConfig {
-    /// A healthy LAN: 0.1-1 ms, nothing lost. Distinct delays already
-    /// reorder messages a little.
+    /// A healthy LAN: 0.1-1 ms, nothing lost, in order per link.
     pub fn reliable() -> Self {
         Self {
             delay_us_min: 100,
@@ -41,6 +44,7 @@ impl NetConfig {
             drop_probability: 0.0,
             duplicate_probability: 0.0,
             long_reorder: None,
+            fifo_links: true,
         }
     }
 
@@ -54,6 +58,7 @@ impl NetConfig {
             drop_probability: 0.10,
             duplicate_probability: 0.0,
             long_reorder: None,
+            fifo_links: false,
         }
     }
 
