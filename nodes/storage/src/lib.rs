@@ -123,7 +123,9 @@ pub trait LogStore {
     /// error rather than the log replacement a leader's snapshot causes.
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let (index, term) = (snapshot.meta.index, snapshot.meta.term);
-        if self.term(index) != Some(term) {
+        let stored_index = self.snapshot_meta().map_or(0, |m| m.index);
+        // An older snapshot falls through to `StaleSnapshot` below.
+        if index > stored_index && self.term(index) != Some(term) {
             return Err(StorageError::InvalidAppend {
                 detail: format!(
                     "snapshot at index {index} term {term} does not match the log (term there: {:?})",

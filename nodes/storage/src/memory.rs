@@ -67,6 +67,35 @@ impl MemStorage {
         Self::default()
     }
 
+    /// A store whose synced state is `recovered` (a node restarting from
+    /// what another store persisted). Refuses entries that do not follow
+    /// the snapshot consecutively.
+    pub fn restore(recovered: Recovered) -> Result<Self, StorageError> {
+        let (index, term) = recovered
+            .snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.meta.index, s.meta.term));
+        let mut log = SuffixLog::after_snapshot(index, term);
+        for e in recovered.entries {
+            let at = e.index;
+            if !log.push(at, e) || !log.is_anchored() {
+                return Err(StorageError::InvalidAppend {
+                    detail: format!("restored entry {at} does not follow the log"),
+                });
+            }
+        }
+        let state = MemState {
+            hard_state: recovered.hard_state,
+            snapshot: recovered.snapshot,
+            log,
+        };
+        Ok(MemStorage {
+            current: state.clone(),
+            durable: state,
+            pending: Vec::new(),
+        })
+    }
+
     /// What a restart would recover right now: everything synced, nothing
     /// that was only appended.
     pub fn durable(&self) -> Recovered {
@@ -74,7 +103,10 @@ impl MemStorage {
     }
 
     /// Simulates a crash: unsynced appends are lost, and the store carries
-    /// on from what was synced (as a reopened [`crate::DiskStorage`] would).
+    /// on from what was synced. One difference from [`crate::DiskStorage`]:
+    /// there a snapshot file is durable as soon as `append` returns, so a
+    /// crash before `sync` still recovers it; here it is lost with the
+    /// rest of the unsynced append. With `save_ready` the two agree.
     pub fn crash(&mut self) -> Recovered {
         self.pending.clear();
         self.current = self.durable.clone();

@@ -76,7 +76,10 @@ fn a_cut_at_every_offset_of_the_last_batches_recovers_exactly_the_whole_batches(
     let (seg, ends) = write_script(src.path(), &batches);
     let pristine = fs::read(&seg).expect("read");
     let work = fast_tempdir();
-    let work_seg = work.path().join("d/wal").join(seg.file_name().expect("name"));
+    let work_seg = work
+        .path()
+        .join("d/wal")
+        .join(seg.file_name().expect("name"));
     // The last three batches, every byte offset, including both ends.
     let from = ends[batches.len() - 3];
     for cut in from..=pristine.len() as u64 {
@@ -103,9 +106,14 @@ fn a_cut_at_every_offset_of_the_last_batches_recovers_exactly_the_whole_batches(
         assert_eq!(fs::metadata(&work_seg).expect("stat").len(), ends[whole]);
         // The repaired log takes new writes and keeps them.
         let next = store.last_index() + 1;
-        let term = store.hard_state().term.max(store.term(next - 1).unwrap_or(0));
+        let term = store
+            .hard_state()
+            .term
+            .max(store.term(next - 1).unwrap_or(0));
         let more = entries(next, next, term, 5);
-        store.save_ready(None, &more, None).expect("append after repair");
+        store
+            .save_ready(None, &more, None)
+            .expect("append after repair");
         drop(store);
         let (_, again) = open(&work.path().join("d"));
         assert_eq!(again.entries.last(), more.last(), "cut at {cut}");
@@ -130,8 +138,9 @@ fn a_flipped_bit_in_a_middle_batch_is_corruption_naming_file_and_record_offset()
             let mut damaged = pristine.clone();
             damaged[byte as usize] ^= 1 << (byte % 8);
             fs::write(&work_seg, &damaged).expect("damage");
-            let err = storage::DiskStorage::open(&dir, Default::default())
-                .expect_err(&format!("flip at byte {byte} of batch {batch} must not open"));
+            let err = storage::DiskStorage::open(&dir, Default::default()).expect_err(&format!(
+                "flip at byte {byte} of batch {batch} must not open"
+            ));
             let want = record_containing(&records, byte).offset;
             match &err {
                 StorageError::Corrupt {
@@ -147,7 +156,10 @@ fn a_flipped_bit_in_a_middle_batch_is_corruption_naming_file_and_record_offset()
                 other => panic!("flip at byte {byte}: expected Corrupt, got {other}"),
             }
             let message = err.to_string();
-            assert!(message.contains(&work_seg.display().to_string()), "{message}");
+            assert!(
+                message.contains(&work_seg.display().to_string()),
+                "{message}"
+            );
             assert!(message.contains(&format!("offset {want}")), "{message}");
             // Nothing was repaired behind the operator's back.
             assert_eq!(fs::read(&work_seg).expect("read"), damaged);
@@ -175,7 +187,11 @@ fn a_flipped_bit_in_the_last_batch_is_a_torn_tail_and_drops_only_that_batch() {
         let torn = recovered.torn_tail.clone().expect("torn tail reported");
         assert_eq!(torn.damage_offset, record_containing(&records, byte).offset);
         assert_eq!(torn.truncated_to, ends[n - 1]);
-        assert_eq!(content(recovered), expected_after(&batches[..n - 1]), "flip at {byte}");
+        assert_eq!(
+            content(recovered),
+            expected_after(&batches[..n - 1]),
+            "flip at {byte}"
+        );
     }
 }
 
@@ -214,7 +230,11 @@ fn write_segmented(dir: &Path) -> Vec<Batch> {
         b.save(&mut store);
         batches.push(b);
     }
-    assert!(store.segment_count() >= 3, "{} segments", store.segment_count());
+    assert!(
+        store.segment_count() >= 3,
+        "{} segments",
+        store.segment_count()
+    );
     batches
 }
 
@@ -313,7 +333,10 @@ fn only_a_record_written_after_the_damaged_batch_was_fsynced_makes_damage_corrup
         let result = storage::DiskStorage::open(dir.path(), Default::default());
         if group_commit {
             let (_, recovered) = result.expect("torn tail, not corruption");
-            assert_eq!(content(recovered), expected_after(std::slice::from_ref(&b1)));
+            assert_eq!(
+                content(recovered),
+                expected_after(std::slice::from_ref(&b1))
+            );
         } else {
             match result {
                 Err(StorageError::Corrupt {
