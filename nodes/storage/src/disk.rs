@@ -417,15 +417,31 @@ impl DiskStorage {
     }
 }
 
+/// How long `open` waits for the directory lock before reporting
+/// [`StorageError::Locked`]. A lock held by a live process stays held; the
+/// wait covers a transient holder: a child forked by any thread of this
+/// process briefly shares our descriptors (and so the flock) until it
+/// execs, which can outlive the store that was just dropped.
+const LOCK_WAIT_MS: u64 = 1000;
+
 fn lock_directory(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join("LOCK");
     let file = File::create(&path).map_err(|e| StorageError::io("create lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
-            path: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("lock", &path, e)),
+    let mut waited_ms = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if waited_ms < LOCK_WAIT_MS => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                waited_ms += 10;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &path, e)),
+        }
     }
 }
 
