@@ -8,11 +8,16 @@
 //!
 //! Layout: `log` (entries after a snapshot offset, persistence cursors),
 //! `progress` (per-follower replication state and in-flight window),
-//! `quorum` (majority maths), `raft` (roles and message handling),
+//! `quorum` (majority maths), `raft` (state, timers, role changes, message
+//! dispatch), `election` (votes, pre-vote, lease), `replication` (leader:
+//! Appends, snapshots, commit rule, transfer), `follower` (consistency
+//! check, snapshot assembly), `read_only` (ReadIndex and lease reads),
 //! `raw_node` (the Ready/advance handshake), `message` (the wire types).
 
 pub mod config;
+mod election;
 pub mod errors;
+mod follower;
 mod log;
 pub mod message;
 mod prng;
@@ -20,6 +25,8 @@ pub mod progress;
 mod quorum;
 mod raft;
 pub mod raw_node;
+mod read_only;
+mod replication;
 pub mod types;
 
 pub use config::{Config, ConfigError, Mutations, ReadMode};
