@@ -10,10 +10,13 @@ pub enum ReadMode {
     /// majority still accepts this leader. Safe without any clock assumption.
     #[default]
     ReadIndex,
-    /// The leader answers at once while it holds a lease: followers refuse to
-    /// vote for anyone else for `election_timeout_ticks_min` after hearing from
-    /// it, and it steps down when it has not heard from a majority for that
-    /// long. Needs `check_quorum` and bounded clock drift between nodes.
+    /// The leader answers at once while it holds a lease: a majority
+    /// acknowledged a heartbeat sent less than `election_timeout_ticks_min - 1`
+    /// ticks ago, and followers (with `check_quorum`) refuse to vote for
+    /// anyone else for `election_timeout_ticks_min` ticks after hearing from a
+    /// leader. Without a valid lease (new term, lost heartbeats, after a
+    /// leadership transfer) the read falls back to ReadIndex. Assumes the
+    /// nodes' tick rates differ by less than one tick per election timeout.
     Lease,
 }
 

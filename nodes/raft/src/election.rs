@@ -96,6 +96,8 @@ impl Raft {
         self.heartbeat_elapsed_ticks = 0;
         self.lead_transferee = None;
         self.read_round = 1;
+        self.heartbeat_sent_ticks.clear();
+        self.lease_revoked = false;
         let next_index = self.log.last_index() + 1;
         for p in self.progress.values_mut() {
             *p = Progress::new(next_index, self.cfg.max_inflight_messages);

@@ -86,6 +86,10 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// Highest ReadIndex round this follower confirmed in the current term.
     pub(crate) read_round_acked: u64,
+    /// Lease mode: when the newest heartbeat this follower acknowledged was
+    /// sent (leader's ticks). It will not vote for another candidate for an
+    /// election timeout after receiving it.
+    pub(crate) lease_acked_sent_tick: Option<u64>,
     /// InstallSnapshot: next byte to send, and whether a chunk is in flight.
     pub(crate) snapshot_offset: u64,
     pub(crate) snapshot_chunk_sent: bool,
@@ -101,6 +105,7 @@ impl Progress {
             inflights: Inflights::new(inflight_capacity),
             recent_active: false,
             read_round_acked: 0,
+            lease_acked_sent_tick: None,
             snapshot_offset: 0,
             snapshot_chunk_sent: false,
         }

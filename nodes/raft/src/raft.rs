@@ -95,6 +95,13 @@ pub(crate) struct Raft {
     pub(crate) read_states: Vec<ReadState>,
     /// The ReadIndex round the next heartbeat carries (leader only).
     pub(crate) read_round: u64,
+    /// Ticks since this node started; only differences are used.
+    pub(crate) now_ticks: u64,
+    /// Lease mode: (round, tick) of recent heartbeat broadcasts, oldest
+    /// first, to know when an acknowledged round was sent.
+    pub(crate) heartbeat_sent_ticks: VecDeque<(u64, u64)>,
+    /// TimeoutNow was sent in this term: no more lease reads.
+    pub(crate) lease_revoked: bool,
     pub(crate) pending_reads: VecDeque<PendingRead>,
     /// Reads that arrived before this leader committed an entry of its term.
     pub(crate) reads_awaiting_commit: Vec<(NodeId, Vec<u8>)>,
@@ -182,6 +189,9 @@ impl Raft {
             messages: Vec::new(),
             read_states: Vec::new(),
             read_round: 1,
+            now_ticks: 0,
+            heartbeat_sent_ticks: VecDeque::new(),
+            lease_revoked: false,
             pending_reads: VecDeque::new(),
             reads_awaiting_commit: Vec::new(),
             read_heartbeat_pending: false,
@@ -223,6 +233,7 @@ impl Raft {
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
+            self.now_ticks += 1;
             self.election_elapsed_ticks = self.election_elapsed_ticks.saturating_add(1);
             if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
                 self.campaign(self.cfg.pre_vote, false);
@@ -231,6 +242,7 @@ impl Raft {
     }
 
     pub(crate) fn tick_leader(&mut self) {
+        self.now_ticks += 1;
         self.heartbeat_elapsed_ticks += 1;
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.cfg.election_timeout_ticks_min {

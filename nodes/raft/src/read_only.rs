@@ -45,7 +45,7 @@ impl Raft {
             return Ok(());
         }
         let index = self.log.committed;
-        if self.cfg.voters.len() == 1 || self.cfg.read_mode == ReadMode::Lease {
+        if self.cfg.voters.len() == 1 || self.lease_valid() {
             self.answer_read(requester, ctx, index);
             return Ok(());
         }
@@ -57,6 +57,28 @@ impl Raft {
         });
         self.read_heartbeat_pending = true;
         Ok(())
+    }
+
+    /// Lease mode: a majority (counting this leader) acknowledged a
+    /// heartbeat sent less than `election_timeout_ticks_min - 1` ticks ago,
+    /// so none of them will vote for another leader yet (the one tick of
+    /// margin absorbs tick skew). Never after a TimeoutNow in this term,
+    /// which lets its target bypass the followers' lease.
+    pub(crate) fn lease_valid(&self) -> bool {
+        if self.cfg.read_mode != ReadMode::Lease || self.lease_revoked {
+            return false;
+        }
+        // Encode "never acknowledged" as 0 and a send tick t as t + 1.
+        let mut acked: Vec<u64> = self
+            .progress
+            .values()
+            .map(|p| p.lease_acked_sent_tick.map_or(0, |t| t + 1))
+            .collect();
+        acked.push(self.now_ticks + 1);
+        let oldest_in_majority = majority_value(&mut acked, self.cfg.quorum());
+        oldest_in_majority > 0
+            && oldest_in_majority - 1 + u64::from(self.cfg.election_timeout_ticks_min)
+                > self.now_ticks + 1
     }
 
     pub(crate) fn answer_read(&mut self, requester: NodeId, ctx: Vec<u8>, index: Index) {

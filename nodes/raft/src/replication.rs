@@ -2,12 +2,16 @@
 //! pipelined Appends, snapshot transfer, acknowledgements, the commit
 //! rule, proposals and leadership transfer.
 
+use crate::config::ReadMode;
 use crate::errors::{ProposeError, StepError};
 use crate::message::{entry_size_bytes, Message, MessageBody};
 use crate::progress::ProgressState;
 use crate::quorum::majority_value;
 use crate::raft::{Raft, Role};
 use crate::types::{Entry, EntryKind, Index, NodeId, Term};
+
+/// Heartbeat rounds whose send time the leader remembers (lease mode).
+const MAX_LEASE_ROUNDS_REMEMBERED: usize = 64;
 
 impl Raft {
     /// Sends the next Append (or snapshot chunk) to `to` if its progress
@@ -89,7 +93,14 @@ impl Raft {
     pub(crate) fn broadcast_heartbeat(&mut self) {
         self.read_heartbeat_pending = false;
         let round = self.read_round;
-        if self.pending_reads.back().is_some_and(|r| r.round == round) {
+        if self.cfg.read_mode == ReadMode::Lease {
+            // Every round gets its own send time, bounded history.
+            self.heartbeat_sent_ticks.push_back((round, self.now_ticks));
+            if self.heartbeat_sent_ticks.len() > MAX_LEASE_ROUNDS_REMEMBERED {
+                self.heartbeat_sent_ticks.pop_front();
+            }
+            self.read_round += 1;
+        } else if self.pending_reads.back().is_some_and(|r| r.round == round) {
             self.read_round += 1;
         }
         for to in self.peer_ids() {
@@ -197,6 +208,13 @@ impl Raft {
         Ok(index)
     }
 
+    /// Voters let the target of TimeoutNow bypass their lease, so this
+    /// leader's lease means nothing for the rest of its term.
+    pub(crate) fn send_timeout_now(&mut self, to: NodeId) {
+        self.lease_revoked = true;
+        self.send(to, MessageBody::TimeoutNow);
+    }
+
     pub(crate) fn transfer_leadership(&mut self, to: NodeId) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
@@ -215,7 +233,7 @@ impl Raft {
         self.transfer_elapsed_ticks = 0;
         self.counters.transfers_started += 1;
         if caught_up {
-            self.send(to, MessageBody::TimeoutNow);
+            self.send_timeout_now(to);
         } else {
             self.send_appends(to);
         }
@@ -284,6 +302,13 @@ impl Raft {
                 };
                 p.recent_active = true;
                 p.read_round_acked = p.read_round_acked.max(read_round);
+                if let Ok(at) = self
+                    .heartbeat_sent_ticks
+                    .binary_search_by_key(&read_round, |&(r, _)| r)
+                {
+                    let sent = self.heartbeat_sent_ticks[at].1;
+                    p.lease_acked_sent_tick = p.lease_acked_sent_tick.max(Some(sent));
+                }
                 p.probe_sent = false;
                 match p.state {
                     ProgressState::Snapshot { .. } => {
@@ -347,7 +372,7 @@ impl Raft {
         let caught_up = p.match_index == last_index;
         self.maybe_commit();
         if self.lead_transferee == Some(from) && caught_up {
-            self.send(from, MessageBody::TimeoutNow);
+            self.send_timeout_now(from);
         }
         self.send_appends(from);
     }

@@ -35,6 +35,9 @@ fn run(seed: u64) {
         cfg.max_message_bytes = 64;
         cfg.max_inflight_messages = 3;
         cfg.snapshot_chunk_bytes = 32;
+        if seed % 2 == 0 {
+            cfg.read_mode = raft::ReadMode::Lease;
+        }
         // For experiments: does this check notice a broken Raft?
         match std::env::var("RAFT_CHAOS_MUTATION").as_deref() {
             Ok("figure8") => cfg.mutations.break_figure8_commit_rule = true,
@@ -46,6 +49,10 @@ fn run(seed: u64) {
     let mut pool: Vec<(u64, Message)> = Vec::new();
     let mut leader_of_term: BTreeMap<u64, u64> = BTreeMap::new();
     let mut proposals = 0u32;
+    // Linearizable reads: a read's index must cover everything committed
+    // anywhere before the read was requested.
+    let mut read_floor: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut reads_checked = 0;
     let steps = 1500u64;
     let calm_from = 1100;
     for now in 0..steps {
@@ -86,6 +93,19 @@ fn run(seed: u64) {
                     .is_ok()
                 {
                     proposals += 1;
+                }
+            }
+        }
+        if rng.chance(20) {
+            let id = 1 + rng.below(5);
+            if !c.down.contains(&id) {
+                let ctx = format!("read-{now}").into_bytes();
+                let floor = (1..=5)
+                    .map(|n| c.nodes[&n].status().commit)
+                    .max()
+                    .unwrap_or(0);
+                if c.node(id).read_index(ctx.clone()).is_ok() {
+                    read_floor.insert(ctx, floor);
                 }
             }
         }
@@ -140,6 +160,16 @@ fn run(seed: u64) {
                 });
             }
         }
+        for read in std::mem::take(&mut c.reads).into_values().flatten() {
+            let floor = read_floor[&read.ctx];
+            assert!(
+                read.index >= floor,
+                "SEED={seed}: read {:?} at index {} below commit {floor}",
+                read.ctx,
+                read.index
+            );
+            reads_checked += 1;
+        }
         // Election safety: at most one leader per term.
         for id in 1..=5u64 {
             if c.down.contains(&id) {
@@ -186,6 +216,10 @@ fn run(seed: u64) {
         );
     }
     c.assert_state_machine_safety();
+    assert!(
+        reads_checked > 5,
+        "SEED={seed}: only {reads_checked} reads answered"
+    );
     assert!(
         proposals > 10,
         "SEED={seed}: only {proposals} proposals accepted"

@@ -112,15 +112,62 @@ fn follower_read_is_answered_through_the_leader() {
     );
 }
 
-/// Lease reads: the leader answers at once, without a heartbeat round.
+/// Lease reads: while a majority acknowledged a recent heartbeat the leader
+/// answers at once, without a heartbeat round; without a lease (no round
+/// acknowledged yet, or cut off for an election timeout) it falls back to
+/// ReadIndex, which a partitioned leader can never complete.
 #[test]
-fn lease_read_is_answered_without_messages() {
+fn lease_read_needs_a_fresh_majority_acknowledgement() {
     let mut c = Cluster::with_config(3, |cfg| cfg.read_mode = ReadMode::Lease);
     c.elect(1);
-    c.node(1).read_index(b"l".to_vec()).unwrap();
+    // No heartbeat acknowledged yet in this term: falls back to ReadIndex.
+    c.node(1).read_index(b"early".to_vec()).unwrap();
+    let ready = c.node(1).ready();
+    assert!(ready.read_states.is_empty());
+    assert!(ready
+        .messages
+        .iter()
+        .any(|m| matches!(m.body, MessageBody::Heartbeat { .. })));
+    c.node(1).advance();
+    c.queue.extend(ready.messages);
+    c.deliver_all();
+    assert_eq!(reads(&c, 1).len(), 1);
+    // Now the lease holds: answered in the same Ready, no messages.
+    c.tick_all(2);
+    c.node(1).read_index(b"leased".to_vec()).unwrap();
     let ready = c.node(1).ready();
     assert!(ready.messages.is_empty());
     assert_eq!(ready.read_states.len(), 1);
+    c.node(1).advance();
+    // Cut off: within an election timeout the lease expires.
+    c.isolate(1);
+    let min = c.configs[&1].election_timeout_ticks_min;
+    for _ in 0..min {
+        c.tick(1);
+        c.handle_ready(1);
+    }
+    c.node(1).read_index(b"stale".to_vec()).unwrap();
+    c.handle_ready(1);
+    assert_eq!(
+        reads(&c, 1).len(),
+        1,
+        "no lease read once the lease expired"
+    );
+}
+
+/// After a leadership transfer's TimeoutNow the old leader's lease is void
+/// (voters bypass their lease for the transfer target).
+#[test]
+fn lease_is_revoked_by_leadership_transfer() {
+    let mut c = Cluster::with_config(3, |cfg| cfg.read_mode = ReadMode::Lease);
+    c.elect(1);
+    c.tick_all(2);
+    c.node(1).transfer_leadership(2).unwrap();
+    c.handle_ready(1);
+    c.cut.insert((1, 2)); // the TimeoutNow went out; node 1 hears nothing more
+    c.node(1).read_index(b"after".to_vec()).unwrap();
+    let ready = c.node(1).ready();
+    assert!(ready.read_states.is_empty());
     c.node(1).advance();
 }
 
