@@ -35,7 +35,7 @@ fn run(seed: u64) {
         cfg.max_message_bytes = 64;
         cfg.max_inflight_messages = 3;
         cfg.snapshot_chunk_bytes = 32;
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             cfg.read_mode = raft::ReadMode::Lease;
         }
         // For experiments: does this check notice a broken Raft?
