@@ -490,6 +490,11 @@ impl<S: StateMachine> Sim<S> {
         &self.stats
     }
 
+    /// The last events (see `SimConfig::trace_capacity`), oldest first.
+    pub fn trace_lines(&self) -> Vec<String> {
+        self.trace.lines()
+    }
+
     /// The violation or panic that stopped the run, if any.
     pub fn failure(&self) -> Option<&SimError> {
         self.violation.as_ref()

@@ -31,6 +31,9 @@ pub mod storage;
 pub mod sweep;
 pub mod trace;
 
+/// The Raft core the simulator drives, re-exported for services' tests.
+pub use raft;
+
 pub use cluster::{Applied, ClientError, NetStats, ServedRead, Sim, SimConfig};
 pub use error::{SimError, Violation};
 pub use faults::{Fault, NemesisConfig};
