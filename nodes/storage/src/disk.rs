@@ -206,6 +206,8 @@ impl DiskStorage {
             let pushed = log.push(e.index, e.term);
             debug_assert!(pushed, "recovered log is contiguous");
         }
+        let active_needs_start_batch =
+            active_bytes == SEGMENT_HEADER_BYTES as u64 && store_sequence(&replayed.segments) > 1;
         let mut store = DiskStorage {
             wal_dir,
             snap_dir,
@@ -217,7 +219,10 @@ impl DiskStorage {
             segments: replayed.segments,
             active,
             active_bytes,
-            active_needs_start_batch: false,
+            // A later segment whose start batch was lost (a crash right
+            // after the roll) must get one before anything else is written
+            // to it; otherwise deleting older segments loses the hard state.
+            active_needs_start_batch,
             next_batch: replayed.next_batch,
             durable_through: replayed.next_batch - 1,
             dirty: false,
@@ -225,6 +230,17 @@ impl DiskStorage {
             poisoned: None,
             buf: Vec::new(),
         };
+        let empty = Plan {
+            snapshot: None,
+            truncate_from: None,
+            entries: &[],
+            hard_state: None,
+        };
+        if store.active_needs_start_batch {
+            // Write the lost start batch now: the cleanup below may delete
+            // the older segments that hold the hard state.
+            store.write_batch(&empty)?;
+        }
         if let Some(plan) = fixup {
             store.write_batch(&Plan {
                 snapshot: Some(plan),
@@ -365,7 +381,8 @@ impl DiskStorage {
         self.buf = buf;
         self.dirty = true;
         self.active_needs_start_batch = false;
-        self.next_batch = batch + 1;
+        // An empty plan writes only the start batch and uses no number.
+        self.next_batch = if count == 0 { batch } else { batch + 1 };
         if let (Some(last), Some(e)) = (self.segments.last_mut(), plan.entries.last()) {
             last.max_entry_index = last.max_entry_index.max(e.index);
         }
@@ -401,7 +418,11 @@ impl DiskStorage {
         };
         snapfile::remove_older(&self.snap_dir, meta.index)?;
         let mut removed = 0;
-        while self.segments.len() > 1 && self.segments[0].max_entry_index <= self.log.snapshot_index
+        // The active segment must carry the hard state before the segments
+        // that hold it may go.
+        while !self.active_needs_start_batch
+            && self.segments.len() > 1
+            && self.segments[0].max_entry_index <= self.log.snapshot_index
         {
             let path = self.segments[0].path.clone();
             std::fs::remove_file(&path)
@@ -423,6 +444,10 @@ impl DiskStorage {
 /// process briefly shares our descriptors (and so the flock) until it
 /// execs, which can outlive the store that was just dropped.
 const LOCK_WAIT_MS: u64 = 1000;
+
+fn store_sequence(segments: &[SegmentInfo]) -> u64 {
+    segments.last().map_or(1, |s| s.sequence)
+}
 
 fn lock_directory(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join("LOCK");

@@ -341,13 +341,17 @@ fn random_histories_match_the_model_across_reopens_and_crashes() {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(48);
+        .unwrap_or(256);
     let mut runner = TestRunner::new(Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
         ..Config::default()
     });
+    // Failures are reported with their op and message below; keep the
+    // default hook from printing every shrinking step.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let result = runner.run(&proptest::collection::vec(op(), 1..60), |ops| {
         let dir = fast_tempdir();
         let mut h = Harness::new(dir.path());
@@ -367,6 +371,7 @@ fn random_histories_match_the_model_across_reopens_and_crashes() {
         }
         Ok(())
     });
+    std::panic::set_hook(default_hook);
     if let Err(e) = result {
         panic!("SEED={seed}: {e}");
     }

@@ -193,3 +193,49 @@ fn stale_or_mismatched_snapshots_are_refused_without_changing_anything() {
     assert_eq!(recovered.entries, entries(5, 6, 2, 8));
     assert_eq!(recovered.snapshot, Some(snapshot(4, 2)));
 }
+
+/// Regression: a crash right after a segment roll can leave the newest
+/// segment empty (its start batch was never synced). That segment must
+/// still get the hard state and snapshot point at its start, or deleting
+/// the older segments on compaction would lose the hard state.
+#[test]
+fn an_empty_last_segment_after_a_crash_still_gets_the_hard_state_before_old_segments_go() {
+    let dir = fast_tempdir();
+    let (mut store, _) = open_with(dir.path(), 1024);
+    let mut i = 1;
+    while store.segment_count() < 3 {
+        store
+            .save_ready(Some(&hs(7, Some(3), i - 1)), &entries(i, i, 7, 200), None)
+            .expect("save");
+        i += 1;
+    }
+    drop(store);
+    // Power loss after the roll: the new segment keeps only its header.
+    let last = segment_paths(dir.path())
+        .expect("list")
+        .pop()
+        .expect("last");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .expect("open")
+        .set_len(storage::inspect::SEGMENT_HEADER_LEN)
+        .expect("cut");
+    let (mut store, recovered) = open_with(dir.path(), 1024);
+    let expected_hs = recovered.hard_state.clone();
+    assert_eq!(expected_hs.term, 7);
+    let last_index = store.last_index();
+    // Entries only (no hard state), then a compaction that removes every
+    // segment written before the crash.
+    store
+        .save_ready(None, &entries(last_index + 1, last_index + 1, 7, 10), None)
+        .expect("save");
+    store
+        .save_snapshot(&snapshot(last_index + 1, 7))
+        .expect("compact");
+    assert_eq!(store.segment_count(), 1, "older segments removed");
+    drop(store);
+    let (_, again) = open_with(dir.path(), 1024);
+    assert_eq!(again.hard_state, expected_hs);
+    assert_eq!(again.snapshot, Some(snapshot(last_index + 1, 7)));
+}
