@@ -288,7 +288,13 @@ pub fn check_with<M: Model>(
         .into_iter()
         .flatten()
         .collect();
-    Ok(combine(history, model.name(), partition_results, &budget, started))
+    Ok(combine(
+        history,
+        model.name(),
+        partition_results,
+        &budget,
+        started,
+    ))
 }
 
 fn combine(
@@ -320,10 +326,13 @@ fn combine(
         operations: history.operations.len(),
         partitions: partition_results.len(),
         cache_entries: partition_results.iter().map(|p| p.cache_entries).sum(),
-        memory_bytes: budget
-            .memory_peak_bytes
-            .load(Ordering::Relaxed)
-            .max(partition_results.iter().map(|p| p.memory_bytes).max().unwrap_or(0)),
+        memory_bytes: budget.memory_peak_bytes.load(Ordering::Relaxed).max(
+            partition_results
+                .iter()
+                .map(|p| p.memory_bytes)
+                .max()
+                .unwrap_or(0),
+        ),
         partition_results,
         elapsed: started.elapsed(),
     }

@@ -8,13 +8,19 @@
 
 pub mod check;
 pub mod formats;
+pub mod generate;
+pub mod graph;
 pub mod history;
+pub mod html;
 pub mod model;
+pub mod oracle;
 pub mod report;
 pub mod search;
 pub mod value;
 
-pub use check::{check_history, check_with, CheckResult, Options, PartitionResult, UnknownReason, Verdict};
+pub use check::{
+    check_history, check_with, CheckResult, Options, PartitionResult, UnknownReason, Verdict,
+};
 pub use history::{Event, EventKind, Format, History, Operation, ParseError, Status};
 pub use model::{Model, ModelError, ModelKind};
 pub use value::Value;

@@ -19,7 +19,11 @@ use checker::{check_history, Options, Value, Verdict};
 const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "checker", version, about = "Linearizability checker (porcupine-style search)")]
+#[command(
+    name = "checker",
+    version,
+    about = "Linearizability checker (porcupine-style search)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -163,7 +167,7 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let result = check_history(&history, &model, &options)
         .map_err(|e| anyhow::anyhow!("{}:{}", args.file.display(), e))?;
     if let Some(path) = &args.html {
-        Err::<(), _>(anyhow::anyhow!("HTML reports are not in this build yet"))
+        checker::html::write_report(path, &history, &result)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }

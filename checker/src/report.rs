@@ -80,7 +80,11 @@ pub fn to_json(history: &History, result: &CheckResult) -> Json {
 }
 
 /// A few lines for a terminal.
-pub fn summary(history: &History, result: &CheckResult, describe: &dyn Fn(&Operation) -> String) -> String {
+pub fn summary(
+    history: &History,
+    result: &CheckResult,
+    describe: &dyn Fn(&Operation) -> String,
+) -> String {
     let mut out = String::new();
     let verdict = match result.verdict {
         Verdict::Linearizable => "linearizable".to_string(),
@@ -107,14 +111,26 @@ pub fn summary(history: &History, result: &CheckResult, describe: &dyn Fn(&Opera
             p.operations,
             p.state_after_prefix.as_deref().unwrap_or("?")
         ));
-        for &id in p.longest_prefix.iter().rev().take(5).collect::<Vec<_>>().iter().rev() {
+        for &id in p
+            .longest_prefix
+            .iter()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+        {
             if let Some(op) = history.operations.get(*id) {
                 out.push_str(&format!("    ... {} (line {})\n", describe(op), op.line));
             }
         }
         for (i, &id) in p.unlinearizable.iter().take(10).enumerate() {
             if let Some(op) = history.operations.get(id) {
-                let label = if i == 0 { "cannot linearize" } else { "  also illegal" };
+                let label = if i == 0 {
+                    "cannot linearize"
+                } else {
+                    "  also illegal"
+                };
                 out.push_str(&format!("  {label}: {} (line {})\n", describe(op), op.line));
             }
         }

@@ -210,7 +210,9 @@ impl Linearized {
             definite,
             lo: 0,
             hi: 0,
-            zobrist: (0..total as u64).map(|i| mix(i ^ 0xa076_1d64_78bd_642f)).collect(),
+            zobrist: (0..total as u64)
+                .map(|i| mix(i ^ 0xa076_1d64_78bd_642f))
+                .collect(),
             hash: 0,
         }
     }
@@ -502,14 +504,15 @@ pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -
 
     // For each optional op, the previous optional op (in call order) with an identical effect.
     let mut twin_before: Vec<u32> = vec![NONE; ops.len()];
-    for i in definite..ops.len() {
+    for (i, twin) in twin_before.iter_mut().enumerate().skip(definite) {
         // Only the immediately previous twin is valid here; a bounded scan
         // that misses it just leaves the op unpruned.
-        for j in (definite.max(i.saturating_sub(TWIN_SCAN_MAX))..i).rev() {
-            if local(j as u32).op == local(i as u32).op {
-                twin_before[i] = j as u32;
-                break;
-            }
+        let lowest = definite.max(i.saturating_sub(TWIN_SCAN_MAX));
+        if let Some(j) = (lowest..i)
+            .rev()
+            .find(|&j| local(j as u32).op == local(i as u32).op)
+        {
+            *twin = j as u32;
         }
     }
     let mut entries = Entries::new(&calls, &returns);
@@ -550,7 +553,9 @@ pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -
         if remaining == 0 {
             let prefix: Vec<u32> = stack.iter().map(|&(op, _)| op).collect();
             let bytes = cache.bytes() + states.bytes();
-            budget.memory_used_bytes.fetch_sub(reported_bytes, Ordering::Relaxed);
+            budget
+                .memory_used_bytes
+                .fetch_sub(reported_bytes, Ordering::Relaxed);
             return finish(
                 Verdict::Linearizable,
                 None,
@@ -562,13 +567,17 @@ pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -
             );
         }
         iterations += 1;
-        if iterations % BUDGET_CHECK_INTERVAL_STEPS == 0 {
+        if iterations.is_multiple_of(BUDGET_CHECK_INTERVAL_STEPS) {
             let bytes = cache.bytes() + states.bytes();
             let total = if bytes >= reported_bytes {
-                budget.memory_used_bytes.fetch_add(bytes - reported_bytes, Ordering::Relaxed)
+                budget
+                    .memory_used_bytes
+                    .fetch_add(bytes - reported_bytes, Ordering::Relaxed)
                     + (bytes - reported_bytes)
             } else {
-                budget.memory_used_bytes.fetch_sub(reported_bytes - bytes, Ordering::Relaxed)
+                budget
+                    .memory_used_bytes
+                    .fetch_sub(reported_bytes - bytes, Ordering::Relaxed)
                     - (reported_bytes - bytes)
             };
             reported_bytes = bytes;
@@ -586,7 +595,9 @@ pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -
                 if reason != UnknownReason::Cancelled {
                     budget.stop(reason);
                 }
-                budget.memory_used_bytes.fetch_sub(reported_bytes, Ordering::Relaxed);
+                budget
+                    .memory_used_bytes
+                    .fetch_sub(reported_bytes, Ordering::Relaxed);
                 if best_depth.is_none_or(|d| stack.len() > d) {
                     best_prefix = stack.iter().map(|&(op, _)| op).collect();
                     best_blocked.clear();
@@ -659,6 +670,7 @@ pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -
                     let candidate = entries.op[e as usize];
                     if entries.is_call[e as usize]
                         && (candidate as usize) < definite
+                        && candidate != best_blocked[0]
                         && model.step(current, &local(candidate).op).is_none()
                     {
                         best_blocked.push(candidate);
@@ -669,7 +681,9 @@ pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -
         }
         let Some((op, previous)) = stack.pop() else {
             let bytes = cache.bytes() + states.bytes();
-            budget.memory_used_bytes.fetch_sub(reported_bytes, Ordering::Relaxed);
+            budget
+                .memory_used_bytes
+                .fetch_sub(reported_bytes, Ordering::Relaxed);
             return finish(
                 Verdict::NotLinearizable,
                 None,
@@ -687,5 +701,178 @@ pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -
             remaining += 1;
         }
         entry = entries.next[entries.call_entry[op as usize] as usize];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::register::{Register, RegisterOp, Scalar};
+
+    /// Builds ops from (call, return, op) triples; a `None` return is unknown.
+    fn ops(list: &[(usize, Option<usize>, RegisterOp)]) -> Vec<PreparedOp<RegisterOp>> {
+        list.iter()
+            .enumerate()
+            .map(|(id, (call, ret, op))| PreparedOp {
+                id,
+                op: op.clone(),
+                call: *call,
+                ret: *ret,
+            })
+            .collect()
+    }
+
+    fn w(v: i64) -> RegisterOp {
+        RegisterOp::Write(Scalar::Int(v))
+    }
+
+    fn r(v: i64) -> RegisterOp {
+        RegisterOp::Read(Scalar::Int(v))
+    }
+
+    fn run(list: &[(usize, Option<usize>, RegisterOp)]) -> SearchOutcome {
+        let budget = Budget::new(None, usize::MAX);
+        search(
+            &Register::cas_register(&crate::Value::Int(0)),
+            &ops(list),
+            &budget,
+        )
+    }
+
+    #[test]
+    fn concurrent_write_may_be_seen_or_not() {
+        // write 1 overlaps both reads: read 0 then read 1 is fine.
+        let out = run(&[(0, Some(5), w(1)), (1, Some(2), r(0)), (3, Some(4), r(1))]);
+        assert_eq!(out.verdict, Verdict::Linearizable);
+        assert_eq!(out.longest_prefix, vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn stale_read_after_completed_write_is_caught() {
+        // write 1 completes before the read of 0 starts.
+        let out = run(&[(0, Some(1), w(1)), (2, Some(3), r(0))]);
+        assert_eq!(out.verdict, Verdict::NotLinearizable);
+        assert_eq!(out.longest_prefix, vec![0]);
+        assert_eq!(out.unlinearizable, vec![1]);
+        assert_eq!(out.state_after_prefix.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn unknown_write_may_happen_late_or_never() {
+        // An info write of 1 invoked first; reads see 0, then 1, then... never
+        // reading 1 is fine too.
+        let late = run(&[(0, None, w(1)), (1, Some(2), r(0)), (3, Some(4), r(1))]);
+        assert_eq!(late.verdict, Verdict::Linearizable);
+        let never = run(&[(0, None, w(1)), (1, Some(2), r(0)), (3, Some(4), r(0))]);
+        assert_eq!(never.verdict, Verdict::Linearizable);
+        // But it cannot take effect before its invocation.
+        let early = run(&[(0, Some(1), r(1)), (2, None, w(1))]);
+        assert_eq!(early.verdict, Verdict::NotLinearizable);
+    }
+
+    #[test]
+    fn unknown_write_cannot_be_undone() {
+        // Once a read saw the unknown write, a later read cannot see the old value.
+        let out = run(&[(0, None, w(1)), (1, Some(2), r(1)), (3, Some(4), r(0))]);
+        assert_eq!(out.verdict, Verdict::NotLinearizable);
+    }
+
+    #[test]
+    fn identical_unknown_writes_are_interchangeable() {
+        // Many identical pending writes: the twin rule keeps this tiny.
+        let mut list = Vec::new();
+        for i in 0..40 {
+            list.push((i, None, w(1)));
+        }
+        list.push((100, Some(101), r(1)));
+        list.push((102, Some(103), w(2)));
+        list.push((104, Some(105), r(1)));
+        let out = run(&list);
+        assert_eq!(out.verdict, Verdict::Linearizable);
+        assert!(
+            out.cache_entries < 20,
+            "cache entries {}",
+            out.cache_entries
+        );
+    }
+
+    /// A hard history: many concurrent writes and reads that force backtracking.
+    fn hard_history(n: usize) -> Vec<(usize, Option<usize>, RegisterOp)> {
+        let mut list = Vec::new();
+        for i in 0..n {
+            list.push((i, Some(10 * n + i), w(i as i64 + 1)));
+        }
+        // Reads at the end observe a value no write produced: never linearizable,
+        // but the search must try every order of the writes to know.
+        list.push((10 * n + n + 1, Some(10 * n + n + 2), r(-1)));
+        list
+    }
+
+    #[test]
+    fn time_budget_gives_unknown() {
+        let budget = Budget::new(Some(Instant::now() + Duration::from_millis(50)), usize::MAX);
+        let started = Instant::now();
+        let out = search(
+            &Register::cas_register(&crate::Value::Int(0)),
+            &ops(&hard_history(40)),
+            &budget,
+        );
+        assert_eq!(out.verdict, Verdict::Unknown);
+        assert_eq!(out.unknown_reason, Some(UnknownReason::Timeout));
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(budget.stop.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn memory_budget_gives_unknown() {
+        let budget = Budget::new(None, 1 << 20);
+        let out = search(
+            &Register::cas_register(&crate::Value::Int(0)),
+            &ops(&hard_history(40)),
+            &budget,
+        );
+        assert_eq!(out.verdict, Verdict::Unknown);
+        assert_eq!(out.unknown_reason, Some(UnknownReason::Memory));
+        assert!(out.memory_bytes >= 1 << 20, "{}", out.memory_bytes);
+        assert!(out.memory_bytes < 64 << 20, "{}", out.memory_bytes);
+    }
+
+    #[test]
+    fn stop_flag_cancels() {
+        let budget = Budget::new(None, usize::MAX);
+        budget.stop(UnknownReason::Cancelled);
+        let out = search(
+            &Register::cas_register(&crate::Value::Int(0)),
+            &ops(&hard_history(40)),
+            &budget,
+        );
+        assert_eq!(out.verdict, Verdict::Unknown);
+        assert_eq!(out.unknown_reason, Some(UnknownReason::Cancelled));
+    }
+
+    #[test]
+    fn linearized_window_tracks_prefix() {
+        let mut l = Linearized::new(200, 203);
+        for i in 0..130 {
+            l.set(i);
+        }
+        assert_eq!((l.lo, l.hi), (2, 3));
+        l.set(201);
+        l.clear(5);
+        assert_eq!((l.lo, l.hi), (0, 3));
+        assert!(l.contains(201) && !l.contains(5) && l.contains(6));
+        l.set(5);
+        for i in 130..200 {
+            l.set(i);
+        }
+        assert_eq!(l.lo, 4);
+        assert_eq!(l.hi, 4);
+        let mut arena = Vec::new();
+        l.encode_into(&mut arena);
+        assert!(l.matches(&arena));
+        l.clear(199);
+        assert!(!l.matches(&arena));
     }
 }

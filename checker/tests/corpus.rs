@@ -4,6 +4,8 @@
 //! `shared/` sits beside the workspace root (`../shared` from the clone; CI
 //! puts a copy there too), i.e. `CARGO_MANIFEST_DIR/../../shared`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,12 @@ fn manifest(folder: &str) -> Vec<std::collections::HashMap<String, String>> {
     let path = corpus_dir().join(folder).join("manifest.tsv");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split('\t').map(String::from).collect();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split('\t')
+        .map(String::from)
+        .collect();
     lines
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -51,9 +58,16 @@ fn expected(verdict: &str) -> Verdict {
     }
 }
 
-fn check(path: &Path, format: Format, model: &ModelKind, want: Verdict, failures: &mut Vec<String>) -> Duration {
+fn check(
+    path: &Path,
+    format: Format,
+    model: &ModelKind,
+    want: Verdict,
+    failures: &mut Vec<String>,
+) -> Duration {
     let history = read_file(path, format).unwrap_or_else(|e| panic!("{e}"));
-    let result = check_history(&history, model, &options()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let result = check_history(&history, model, &options())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if result.verdict != want {
         failures.push(format!(
             "{} with {:?}: got {:?}, expected {:?}",
@@ -67,7 +81,10 @@ fn check(path: &Path, format: Format, model: &ModelKind, want: Verdict, failures
         // A violation names at least one operation that cannot be linearized.
         let named = result.violations().any(|p| !p.unlinearizable.is_empty());
         if !named {
-            failures.push(format!("{}: violation without an unlinearizable op", path.display()));
+            failures.push(format!(
+                "{}: violation without an unlinearizable op",
+                path.display()
+            ));
         }
     }
     result.elapsed
@@ -88,7 +105,9 @@ fn porcupine_corpus_verdicts() {
                 assert_eq!(row["format"], "jepsen-etcd-log");
                 etcd_total += check(&path, Format::Auto, &ModelKind::Etcd, want, &mut failures);
                 // The Knossos reading (failed CAS dropped) must give the same verdicts.
-                let knossos = ModelKind::CasRegister { initial: Value::Nil };
+                let knossos = ModelKind::CasRegister {
+                    initial: Value::Nil,
+                };
                 check(&path, Format::PorcupineEtcd, &knossos, want, &mut failures);
             }
             "kv-get-put-append" => {
@@ -96,7 +115,13 @@ fn porcupine_corpus_verdicts() {
                 kv_total += check(&path, Format::Auto, &ModelKind::Kv, want, &mut failures);
                 // Without P-compositionality (as upstream: c01 and c10 only).
                 if !row["path"].contains("c50") {
-                    check(&path, Format::PorcupineKv, &ModelKind::KvUnpartitioned, want, &mut failures);
+                    check(
+                        &path,
+                        Format::PorcupineKv,
+                        &ModelKind::KvUnpartitioned,
+                        want,
+                        &mut failures,
+                    );
                 }
             }
             other => panic!("unknown model {other}"),
@@ -107,7 +132,11 @@ fn porcupine_corpus_verdicts() {
         started.elapsed()
     );
     assert_eq!(files, 109);
-    assert!(failures.is_empty(), "wrong verdicts:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "wrong verdicts:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn knossos_model(model: &str, initial: &str) -> ModelKind {
@@ -139,13 +168,19 @@ fn knossos_corpus_verdicts() {
         // uses (cas-register 0); both must be illegal. Check both initials for
         // every cas-register file whose manifest initial is nil.
         if row["model"] == "cas-register" && row["initial"] == "nil" {
-            let zero = ModelKind::CasRegister { initial: Value::Int(0) };
+            let zero = ModelKind::CasRegister {
+                initial: Value::Int(0),
+            };
             check(&path, Format::Auto, &zero, want, &mut failures);
         }
     }
     eprintln!("knossos corpus: {files} files in {:?}", started.elapsed());
     assert_eq!(files, 19);
-    assert!(failures.is_empty(), "wrong verdicts:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "wrong verdicts:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -154,9 +189,19 @@ fn auto_format_detection_on_the_corpus() {
     let cases = [
         ("porcupine/jepsen/etcd_000.log", ModelKind::Etcd),
         ("porcupine/kv/c01-ok.txt", ModelKind::Kv),
-        ("knossos/multi-register/good/multi-register.edn", ModelKind::MultiRegister { initial: Value::Map(vec![]) }),
+        (
+            "knossos/multi-register/good/multi-register.edn",
+            ModelKind::MultiRegister {
+                initial: Value::Map(vec![]),
+            },
+        ),
         ("knossos/mutex/bad/etcd.edn", ModelKind::Mutex),
-        ("knossos/cas-register/bad/cas-failure.edn", ModelKind::CasRegister { initial: Value::Nil }),
+        (
+            "knossos/cas-register/bad/cas-failure.edn",
+            ModelKind::CasRegister {
+                initial: Value::Nil,
+            },
+        ),
     ];
     for (file, want) in cases {
         let path = root.join(file);

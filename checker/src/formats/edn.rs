@@ -30,7 +30,11 @@ pub struct Reader<'a> {
 }
 
 fn is_delimiter(b: u8) -> bool {
-    b.is_ascii_whitespace() || matches!(b, b',' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b';')
+    b.is_ascii_whitespace()
+        || matches!(
+            b,
+            b',' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b';'
+        )
 }
 
 impl<'a> Reader<'a> {
@@ -261,12 +265,22 @@ fn lookup<'v>(map: &'v [(Value, Value)], key: &str) -> Option<&'v Value> {
 /// An op map as an event; `Ok(None)` for a non-client (nemesis) op.
 fn map_to_event(value: &Value, line: usize, path: &Path) -> Result<Option<Event>, ParseError> {
     let Value::Map(map) = value else {
-        return Err(ParseError::syntax(path, line, format!("expected an op map, got {value}")));
+        return Err(ParseError::syntax(
+            path,
+            line,
+            format!("expected an op map, got {value}"),
+        ));
     };
     let process = match lookup(map, "process") {
         Some(Value::Int(p)) => *p,
         Some(Value::Keyword(_)) | Some(Value::Str(_)) => return Ok(None),
-        _ => return Err(ParseError::syntax(path, line, "op map needs an integer :process")),
+        _ => {
+            return Err(ParseError::syntax(
+                path,
+                line,
+                "op map needs an integer :process",
+            ))
+        }
     };
     let kind = lookup(map, "type")
         .and_then(Value::as_str)
@@ -300,8 +314,11 @@ fn looks_independent(events: &[Event]) -> bool {
     if events.is_empty() || events.iter().all(|e| e.key.is_some()) {
         return false;
     }
-    let pair = |v: &Value| matches!(v.as_list(), Some([k, _]) if k.as_list().is_none() && !k.is_nil());
-    events.iter().all(|e| e.key.is_none() && e.f != "txn" && pair(&e.value))
+    let pair =
+        |v: &Value| matches!(v.as_list(), Some([k, _]) if k.as_list().is_none() && !k.is_nil());
+    events
+        .iter()
+        .all(|e| e.key.is_none() && e.f != "txn" && pair(&e.value))
         && events.iter().any(|e| e.f != "cas")
 }
 
@@ -335,7 +352,11 @@ pub fn parse_history(text: &str, path: &Path) -> Result<History, ParseError> {
         None => {}
         Some(b'[') | Some(b'(') => {
             let open_line = reader.line();
-            let close = if reader.skip_whitespace() == Some(b'[') { b']' } else { b')' };
+            let close = if reader.skip_whitespace() == Some(b'[') {
+                b']'
+            } else {
+                b')'
+            };
             reader.consume();
             loop {
                 match reader.skip_whitespace() {
@@ -358,7 +379,11 @@ pub fn parse_history(text: &str, path: &Path) -> Result<History, ParseError> {
                 }
             }
             if reader.read()?.is_some() {
-                return Err(ParseError::syntax(path, reader.line(), "text after the history"));
+                return Err(ParseError::syntax(
+                    path,
+                    reader.line(),
+                    "text after the history",
+                ));
             }
         }
         Some(_) => loop {
@@ -423,7 +448,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(forms.len(), 1);
-        let Value::List(items) = &forms[0] else { panic!() };
+        let Value::List(items) = &forms[0] else {
+            panic!()
+        };
         assert_eq!(items[0], Value::Int(1));
         assert_eq!(items[1], Value::Int(-2));
         assert_eq!(items[2], Value::Int(3));
@@ -457,10 +484,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let err = parse_history("[{:process 1 :type :invoke :f :read}\n{:process 2 :type]\n", Path::new("b.edn"))
-            .unwrap_err();
+        let err = parse_history(
+            "[{:process 1 :type :invoke :f :read}\n{:process 2 :type]\n",
+            Path::new("b.edn"),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("b.edn:2:"), "{err}");
-        let err = parse_history("[{:process 1 :type :invoke :f :read}\n", Path::new("b.edn")).unwrap_err();
+        let err = parse_history("[{:process 1 :type :invoke :f :read}\n", Path::new("b.edn"))
+            .unwrap_err();
         assert!(err.to_string().contains("not closed"), "{err}");
     }
 
@@ -473,6 +504,16 @@ mod tests {
         let mut out = Vec::new();
         write_history(&h, &mut out).unwrap();
         let again = parse_history(std::str::from_utf8(&out).unwrap(), Path::new("h")).unwrap();
-        assert_eq!(again.operations, h.operations.iter().map(|o| { let mut o = o.clone(); o.line = again.operations[o.id].line; o }).collect::<Vec<_>>());
+        assert_eq!(
+            again.operations,
+            h.operations
+                .iter()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.line = again.operations[o.id].line;
+                    o
+                })
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -34,7 +34,9 @@ pub fn parse_line(text: &str, line: usize, path: &Path) -> Result<Option<Event>,
     };
     let bad = |what: &str| ParseError::syntax(path, line, format!("etcd log line: {what}"));
     if first != "INFO" || fields.next() != Some("jepsen.util") || fields.next() != Some("-") {
-        return Err(bad("expected `INFO jepsen.util - <process> <type> <f> <value>`"));
+        return Err(bad(
+            "expected `INFO jepsen.util - <process> <type> <f> <value>`",
+        ));
     }
     let process: i64 = fields
         .next()
@@ -87,15 +89,21 @@ mod tests {
                     INFO  jepsen.util - 17  :fail   :read   :timed-out\n";
         let h = parse(text, Path::new("e.log")).unwrap();
         assert_eq!(h.len(), 2);
-        assert_eq!(h.operations[0].input, Value::List(vec![Value::Int(1), Value::Int(4)]));
+        assert_eq!(
+            h.operations[0].input,
+            Value::List(vec![Value::Int(1), Value::Int(4)])
+        );
         assert_eq!(h.operations[0].status, Status::Fail);
         assert_eq!(h.operations[1].output, Value::Keyword("timed-out".into()));
     }
 
     #[test]
     fn garbage_names_the_line() {
-        let err = parse("INFO  jepsen.util - 1 :invoke :read nil\nhello\n", Path::new("e.log"))
-            .unwrap_err();
+        let err = parse(
+            "INFO  jepsen.util - 1 :invoke :read nil\nhello\n",
+            Path::new("e.log"),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("e.log:2:"), "{err}");
     }
 }

@@ -43,7 +43,10 @@ pub fn parse_line(text: &str, line: usize, path: &Path) -> Result<Option<Event>,
         ParseError::syntax(
             path,
             line,
-            format!("type must be invoke, ok, fail or info, got {:?}", parsed.kind),
+            format!(
+                "type must be invoke, ok, fail or info, got {:?}",
+                parsed.kind
+            ),
         )
     })?;
     let key = match parsed.key {

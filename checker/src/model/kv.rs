@@ -28,7 +28,10 @@ fn string_of(op: &Operation, value: &Value) -> Result<Arc<str>, ModelError> {
         // A get of a missing key may be logged as null; the service reads "".
         Value::Nil => Ok(Arc::from("")),
         Value::Int(i) => Ok(Arc::from(i.to_string())),
-        other => Err(ModelError::new(op, format!("kv values are strings, got {other}"))),
+        other => Err(ModelError::new(
+            op,
+            format!("kv values are strings, got {other}"),
+        )),
     }
 }
 
@@ -166,10 +169,20 @@ mod tests {
     fn unpartitioned_keeps_keys_apart() {
         let m = KvUnpartitioned;
         let s = m.init();
-        let s = m.step(&s, &(Arc::from("b"), KvOp::Put(Arc::from("1")))).unwrap();
-        let s = m.step(&s, &(Arc::from("a"), KvOp::Append(Arc::from("2")))).unwrap();
-        assert!(m.step(&s, &(Arc::from("a"), KvOp::Get(Arc::from("2")))).is_some());
-        assert!(m.step(&s, &(Arc::from("b"), KvOp::Get(Arc::from("2")))).is_none());
-        assert!(m.step(&s, &(Arc::from("c"), KvOp::Get(Arc::from("")))).is_some());
+        let s = m
+            .step(&s, &(Arc::from("b"), KvOp::Put(Arc::from("1"))))
+            .unwrap();
+        let s = m
+            .step(&s, &(Arc::from("a"), KvOp::Append(Arc::from("2"))))
+            .unwrap();
+        assert!(m
+            .step(&s, &(Arc::from("a"), KvOp::Get(Arc::from("2"))))
+            .is_some());
+        assert!(m
+            .step(&s, &(Arc::from("b"), KvOp::Get(Arc::from("2"))))
+            .is_none());
+        assert!(m
+            .step(&s, &(Arc::from("c"), KvOp::Get(Arc::from(""))))
+            .is_some());
     }
 }

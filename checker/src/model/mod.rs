@@ -46,7 +46,10 @@ impl ModelError {
     pub fn unknown_f(op: &Operation, model: &str) -> ModelError {
         ModelError::new(
             op,
-            format!("model {model} has no operation {:?} (process {})", op.f, op.process),
+            format!(
+                "model {model} has no operation {:?} (process {})",
+                op.f, op.process
+            ),
         )
     }
 }
@@ -89,14 +92,21 @@ pub trait Model: Sync {
 /// `process 3: put("k7", "x12") -> ok` style description, shared by models.
 pub fn describe_operation(op: &Operation) -> String {
     use crate::history::Status;
-    let key = op.key.as_deref().map(|k| format!("{k:?} ")).unwrap_or_default();
+    let key = op
+        .key
+        .as_deref()
+        .map(|k| format!("{k:?} "))
+        .unwrap_or_default();
     let outcome = match op.status {
         Status::Ok if !op.output.is_nil() => format!("ok {}", op.output),
         Status::Ok => "ok".to_string(),
         Status::Fail => "fail".to_string(),
         Status::Info => "info (unknown)".to_string(),
     };
-    format!("p{} {} {}{} -> {}", op.process, op.f, key, op.input, outcome)
+    format!(
+        "p{} {} {}{} -> {}",
+        op.process, op.f, key, op.input, outcome
+    )
 }
 
 /// The models the CLI and [`crate::check_history`] know by name.

@@ -78,12 +78,18 @@ impl Model for MultiRegister {
             &op.input
         };
         let Some(items) = value.as_list() else {
-            return Err(ModelError::new(op, format!("txn needs a vector of micro-ops, got {value}")));
+            return Err(ModelError::new(
+                op,
+                format!("txn needs a vector of micro-ops, got {value}"),
+            ));
         };
         let mut micros = Vec::with_capacity(items.len());
         for item in items {
             let Some([f, k, v]) = item.as_list() else {
-                return Err(ModelError::new(op, format!("micro-op must be [f k v], got {item}")));
+                return Err(ModelError::new(
+                    op,
+                    format!("micro-op must be [f k v], got {item}"),
+                ));
             };
             let key = key_text(k);
             match f.as_str() {
@@ -95,9 +101,7 @@ impl Model for MultiRegister {
                 _ => return Err(ModelError::new(op, format!("unknown micro-op {f}"))),
             }
         }
-        let constrains = micros
-            .iter()
-            .any(|m| !matches!(m, Micro::Read(_, None)));
+        let constrains = micros.iter().any(|m| !matches!(m, Micro::Read(_, None)));
         Ok(constrains.then_some(micros))
     }
 
@@ -144,13 +148,23 @@ mod tests {
 
     #[test]
     fn txn_reads_see_earlier_writes_in_the_same_txn() {
-        let m = MultiRegister::new(&Value::Map(vec![(Value::Keyword("x".into()), Value::Int(0))]));
+        let m = MultiRegister::new(&Value::Map(vec![(
+            Value::Keyword("x".into()),
+            Value::Int(0),
+        )]));
         let txn = vec![
             Micro::Write(Arc::from("x"), Scalar::Int(2)),
             Micro::Read(Arc::from("x"), Some(Scalar::Int(2))),
         ];
         let s = m.step(&m.init(), &txn).unwrap();
-        assert!(m.step(&s, &vec![Micro::Read(Arc::from("x"), Some(Scalar::Int(0)))]).is_none());
-        assert!(m.step(&m.init(), &vec![Micro::Read(Arc::from("x"), Some(Scalar::Int(0)))]).is_some());
+        assert!(m
+            .step(&s, &vec![Micro::Read(Arc::from("x"), Some(Scalar::Int(0)))])
+            .is_none());
+        assert!(m
+            .step(
+                &m.init(),
+                &vec![Micro::Read(Arc::from("x"), Some(Scalar::Int(0)))]
+            )
+            .is_some());
     }
 }

@@ -86,6 +86,8 @@ pub struct Register {
 
 impl Register {
     /// `register`: read and write (a `cas` is accepted too, for convenience).
+    /// Named after the model, like its siblings `cas_register` and `etcd`.
+    #[allow(clippy::self_named_constructors)]
     pub fn register(initial: &Value) -> Register {
         Register {
             name: "register",
@@ -206,7 +208,10 @@ mod tests {
     #[test]
     fn knossos_nil_read_is_unknown_only_with_non_nil_initial() {
         let read_nil = op("read", Value::Nil, Value::Nil, Status::Ok);
-        assert_eq!(Register::cas_register(&Value::Int(0)).prepare(&read_nil), Ok(None));
+        assert_eq!(
+            Register::cas_register(&Value::Int(0)).prepare(&read_nil),
+            Ok(None)
+        );
         assert_eq!(
             Register::cas_register(&Value::Nil).prepare(&read_nil),
             Ok(Some(RegisterOp::Read(Scalar::Nil)))
@@ -221,7 +226,10 @@ mod tests {
             Value::Nil,
             Status::Fail,
         );
-        assert_eq!(Register::cas_register(&Value::Int(0)).prepare(&cas), Ok(None));
+        assert_eq!(
+            Register::cas_register(&Value::Int(0)).prepare(&cas),
+            Ok(None)
+        );
         let etcd = Register::etcd();
         let prepared = etcd.prepare(&cas).unwrap().unwrap();
         assert_eq!(etcd.step(&Scalar::Int(1), &prepared), None);
@@ -234,8 +242,14 @@ mod tests {
         let cas = RegisterOp::Cas(Scalar::Int(0), Scalar::Int(5));
         assert_eq!(m.step(&Scalar::Int(0), &cas), Some(Scalar::Int(5)));
         assert_eq!(m.step(&Scalar::Int(1), &cas), None);
-        assert_eq!(m.step(&Scalar::Int(1), &RegisterOp::Read(Scalar::Int(1))), Some(Scalar::Int(1)));
-        assert_eq!(m.step(&Scalar::Int(1), &RegisterOp::Read(Scalar::Int(2))), None);
+        assert_eq!(
+            m.step(&Scalar::Int(1), &RegisterOp::Read(Scalar::Int(1))),
+            Some(Scalar::Int(1))
+        );
+        assert_eq!(
+            m.step(&Scalar::Int(1), &RegisterOp::Read(Scalar::Int(2))),
+            None
+        );
     }
 
     #[test]
