@@ -46,6 +46,9 @@ pub struct EndpointConfig {
     pub peer_queue_messages: usize,
     /// Received peer messages buffered before their streams wait.
     pub incoming_queue_messages: usize,
+    /// Open connections (peers and clients, both directions) beyond which
+    /// new incoming connections are refused.
+    pub max_connections: usize,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
     pub connect_timeout: Duration,
@@ -65,6 +68,7 @@ impl EndpointConfig {
             max_frame_bytes: crate::DEFAULT_MAX_FRAME_BYTES,
             peer_queue_messages: 4096,
             incoming_queue_messages: 4096,
+            max_connections: 4096,
             reconnect_backoff_min: Duration::from_millis(20),
             reconnect_backoff_max: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(2),
@@ -99,6 +103,9 @@ impl EndpointConfig {
         }
         if self.peer_queue_messages == 0 {
             return invalid("peer_queue_messages", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
         }
         if self.incoming_queue_messages == 0 {
             return invalid("incoming_queue_messages", "must be at least 1");
@@ -300,6 +307,7 @@ where
             Arc::downgrade(&shared),
             incoming_sender,
             serve,
+            config.max_connections,
         ));
         let endpoint = Endpoint {
             inner: Arc::new(EndpointInner {
@@ -419,6 +427,7 @@ async fn accept_loop<M>(
     shared: std::sync::Weak<Shared>,
     incoming_sender: mpsc::Sender<(PeerName, M)>,
     serve: ServeStream,
+    max_connections: usize,
 ) where
     M: DeserializeOwned + Send + 'static,
 {
@@ -426,6 +435,13 @@ async fn accept_loop<M>(
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        // An Incoming is not yet counted in open_connections().
+        if quinn.open_connections() >= max_connections {
+            Metrics::add(&shared.metrics.connections_refused_limit);
+            tracing::warn!(remote = %incoming.remote_address(), max_connections, "refusing connection: at max_connections");
+            incoming.refuse();
+            continue;
+        }
         tokio::spawn(serve_connection(
             incoming,
             shared,

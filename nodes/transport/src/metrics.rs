@@ -49,6 +49,8 @@ counters! {
     frames_rejected_truncated,
     /// Incoming connections that completed the handshake.
     connections_accepted,
+    /// Incoming connections refused because max_connections were open.
+    connections_refused_limit,
     /// Incoming connections refused during the handshake (bad or missing certificate, ...).
     handshakes_refused,
     /// One-way streams refused because the sender is not a configured peer.

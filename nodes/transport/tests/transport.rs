@@ -924,3 +924,27 @@ async fn sender_reconnects_after_peer_crashes_without_closing() {
         n1.metrics()
     );
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_definitely() {
+    init_tracing();
+    let ca = certs::generate_ca().unwrap();
+    let mut config = node_config(&ca, "n1");
+    config.max_connections = 1;
+    let server = server(config);
+    let first = client(&ca, "client-1");
+    assert_eq!(
+        echo(&first, server.local_addr(), "n1", "a").await.unwrap(),
+        "a"
+    );
+    let second = client(&ca, "client-2");
+    let error = echo(&second, server.local_addr(), "n1", "b")
+        .await
+        .unwrap_err();
+    assert!(error.is_definite(), "{error:?}");
+    assert_eq!(server.metrics().connections_refused_limit, 1);
+    assert_eq!(
+        echo(&first, server.local_addr(), "n1", "c").await.unwrap(),
+        "c"
+    );
+}
