@@ -20,6 +20,44 @@
 //! `u32` big-endian length followed by CBOR ([`frame`]), bounded by
 //! `max_frame_bytes`; a bad frame closes only its stream.
 //!
+//! How the node daemon uses it:
+//!
+//! ```rust,no_run
+//! # use std::{path::Path, time::Duration};
+//! # use transport::*;
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct RaftMessage;
+//! # #[derive(serde::Serialize, serde::Deserialize)] enum KvRequest { Get(String) }
+//! # #[derive(serde::Serialize, serde::Deserialize)] enum KvResponse { Value(String) }
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = Path::new("certs");
+//! let mut config = EndpointConfig::from_files(
+//!     &dir.join("n1.pem"), &dir.join("n1.key"), &dir.join("ca.pem"),
+//!     "10.0.0.1:7000".parse()?,
+//! )?;
+//! config.peers = vec![PeerAddress { name: "n2".into(), addr: "10.0.0.2:7000".parse()? }];
+//! let (handler, mut requests) = request_channel::<KvRequest, KvResponse>(1024);
+//! let (endpoint, mut incoming) = Endpoint::<RaftMessage>::bind_with_handler(config, handler)?;
+//!
+//! endpoint.send("n2", &RaftMessage)?;                  // never blocks; QueueFull = lost
+//! if let Some((from, message)) = incoming.recv().await { /* from = "n2", from its certificate */ }
+//! if let Some(pending) = requests.recv().await {       // answer now or after commit
+//!     pending.responder.respond(KvResponse::Value(String::new()));
+//! }
+//!
+//! // A client process (or `node status`):
+//! let client = Client::from_files(
+//!     &dir.join("client-1.pem"), &dir.join("client-1.key"), &dir.join("ca.pem"),
+//!     ClientOptions::default(),
+//! )?;
+//! match client.request::<_, KvResponse>("10.0.0.1:7000".parse()?, "n1",
+//!                                        &KvRequest::Get("k".into()), Duration::from_secs(1)).await {
+//!     Ok(response) => { /* ok */ }
+//!     Err(error) if error.is_definite() => { /* fail: certainly not applied */ }
+//!     Err(error) => { /* info: outcome unknown */ }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Seams for a later simulator: the UDP socket can be passed in
 //! ([`EndpointConfig::socket`]), quinn's RNG can be seeded
 //! ([`EndpointConfig::rng_seed`]), and timers are tokio's (pausable in tests).
