@@ -546,3 +546,25 @@ impl LogStore for DiskStorage {
         self.log.term(index)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_can_move_to_a_blocking_thread() {
+        // The node daemon runs fsyncs off the async executor.
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<DiskStorage>();
+    }
+
+    #[test]
+    fn options_name_the_bad_field() {
+        let err = DiskOptions {
+            segment_bytes_max: 10,
+        }
+        .validate()
+        .expect_err("too small");
+        assert!(err.to_string().contains("segment_bytes_max"), "{err}");
+    }
+}

@@ -24,14 +24,52 @@
 //!   and to every earlier `append` survives a crash or power loss.
 //! * A batch (one `append`) is recovered whole or not at all, so a Ready's
 //!   entries and hard state never come back half-written.
-//! * Recovery never believes damaged data: a torn tail (damage no later
-//!   record vouches for) is cut off and logged; anything else is
-//!   [`StorageError::Corrupt`] naming file and offset. The rule is
-//!   documented on the `recovery` module and in the README of this crate's
-//!   report; see [`DiskStorage::open`].
+//! * Recovery never believes damaged data: a torn tail is cut off and
+//!   logged (and reported in [`Recovered::torn_tail`]); anything else is
+//!   [`StorageError::Corrupt`] naming file and offset (see below).
 //! * After an fsync error the store refuses every further call
 //!   ([`StorageError::Poisoned`]); reopen to recover what is on disk. A full
 //!   disk is [`StorageError::DiskFull`] and loses nothing acknowledged.
+//!
+//! # Torn tail or corruption
+//!
+//! Every record carries its batch number and `durable_through`, the highest
+//! batch that had been fsynced when the record was written. Recovery
+//! applies whole batches in order and stops at the first damaged record
+//! (incomplete header, impossible length, record past the end of the file,
+//! checksum mismatch). Then:
+//!
+//! 1. In a segment that is not the last: **corruption**. Segments are
+//!    fsynced before the next one is created, so that data was acknowledged.
+//! 2. In the last segment, when an intact record further on has
+//!    `durable_through >= b`, where `b` is the damaged batch: **corruption**.
+//!    That record proves batch `b` had been fsynced before it was written.
+//!    With one fsync per batch (`save_ready`) any intact later batch is such
+//!    proof: "damage followed by valid data".
+//! 3. Otherwise: a **torn tail**. Nothing after the damage vouches for it,
+//!    so the damaged batch was never acknowledged (intact records after it,
+//!    if any, were written under the same unfinished fsync). The segment is
+//!    cut back to the end of the last whole batch, durably, and a warning
+//!    names the file, the damage offset, the new length and the bytes
+//!    dropped. A last segment ending inside a batch is cut the same way.
+//!
+//! An intact record that is wrong in itself (it does not decode, its batch
+//! number breaks the sequence, its entries do not follow the log) and a bad
+//! segment header (headers are written via temp file and rename) are always
+//! corruption. On corruption nothing is modified.
+//!
+//! # Files
+//!
+//! `<dir>/wal/<seq:020>.log`: a 28-byte header (magic, version, sequence,
+//! first batch, crc32c), then records `[u32 length][u32 crc32c][u8 type]
+//! [u64 batch][u64 durable_through][payload]`, little-endian; the CRC
+//! covers the length field and everything after the CRC. Record types:
+//! entries, hard state, truncate-from-index, snapshot point. Every segment
+//! after the first starts with a batch holding the current hard state and
+//! snapshot point, so older segments can be deleted once the snapshot
+//! covers their entries. `<dir>/snap/<index:020>-<term:020>.snap`: the
+//! newest snapshot, checksummed, written via temp file + fsync + rename +
+//! directory fsync. `<dir>/LOCK`: flock'd by the process that has it open.
 
 mod disk;
 mod error;

@@ -1,36 +1,9 @@
 //! Replaying the WAL on open, and the rule that tells a torn tail from
 //! corruption.
 //!
-//! # Torn tail or corruption
-//!
-//! Recovery reads records in order and applies whole batches (a batch is
-//! one `append`; its last record carries END_OF_BATCH). It stops at the
-//! first *damaged* record: an incomplete header, a length out of range, a
-//! record running past the end of the file, or a checksum mismatch. Then:
-//!
-//! 1. Damage in a segment that is not the last one is **corruption**. A
-//!    segment is fsynced before the next one is created, so everything in
-//!    it had been acknowledged.
-//! 2. Damage in the last segment is **corruption** if an intact record
-//!    after it *proves* the damaged batch `b` was durable: a record of a
-//!    later batch whose `durable_through` field (the highest batch fsynced
-//!    when it was written) is `>= b`. With `save_ready` (one fsync per
-//!    batch) that is any intact record of a later batch, i.e. "damage
-//!    followed by valid data".
-//! 3. Otherwise it is a **torn tail**: the damaged batch and everything
-//!    after it were never acknowledged as durable (the crash came before
-//!    their fsync returned, and any intact records after the damage were
-//!    written under the same unfinished fsync). The last segment is cut back
-//!    to the end of the last whole batch and a warning names the file, the
-//!    offset of the damage, where the file was cut and how many bytes were
-//!    dropped. A last segment that ends inside a batch (its final record
-//!    missing) is cut the same way.
-//!
-//! An intact record that is wrong in itself (checksum fine but it does not
-//! decode, its batch number does not continue the sequence, its entries do
-//! not follow the log) is always corruption: no torn write produces that.
-//! Corruption is [`StorageError::Corrupt`] with the file and offset; the
-//! directory is left untouched for an operator to inspect.
+//! The rule that tells a torn tail from corruption is written out in the
+//! crate documentation (`lib.rs`, "Torn tail or corruption"); the numbered
+//! steps there are the branches of `scan_segment`.
 
 use std::fs;
 use std::path::{Path, PathBuf};

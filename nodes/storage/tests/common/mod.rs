@@ -97,7 +97,14 @@ pub fn content(mut r: Recovered) -> Recovered {
 
 /// A temp dir on tmpfs when there is one: these tests open stores
 /// thousands of times and fsync cost is not what they test.
+/// `STORAGE_TEST_DIR` overrides (e.g. a real disk, to run with real fsyncs).
 pub fn fast_tempdir() -> tempfile::TempDir {
+    if let Ok(base) = std::env::var("STORAGE_TEST_DIR") {
+        return tempfile::Builder::new()
+            .prefix("storage-test")
+            .tempdir_in(base)
+            .expect("tempdir in STORAGE_TEST_DIR");
+    }
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
         if let Ok(d) = tempfile::Builder::new()
