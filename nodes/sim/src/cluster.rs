@@ -181,7 +181,10 @@ pub struct Sim<S: StateMachine> {
 impl<S: StateMachine> Sim<S> {
     /// Starts `config.nodes` fresh nodes with ids `1..=nodes`; `factory`
     /// builds an empty state machine for a node (at start and on restart).
-    pub fn new(config: SimConfig, factory: impl FnMut(NodeId) -> S + 'static) -> Result<Self, SimError> {
+    pub fn new(
+        config: SimConfig,
+        factory: impl FnMut(NodeId) -> S + 'static,
+    ) -> Result<Self, SimError> {
         let mut root = SimRng::new(config.seed);
         let config_nodes = config.nodes;
         let ids: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
@@ -293,9 +296,13 @@ impl<S: StateMachine> Sim<S> {
     /// the leader and stays so.
     pub fn propose(&mut self, node: NodeId, command: Vec<u8>) -> Result<Index, ClientError> {
         let at = self.slot(node).ok_or(ClientError::NodeDown(node))?;
-        let raft = self.nodes[at].raft.as_mut().ok_or(ClientError::NodeDown(node))?;
+        let raft = self.nodes[at]
+            .raft
+            .as_mut()
+            .ok_or(ClientError::NodeDown(node))?;
         let index = raft.propose(command).map_err(ClientError::Raft)?;
-        self.trace.record(self.now_us, node, TraceKind::Propose { index });
+        self.trace
+            .record(self.now_us, node, TraceKind::Propose { index });
         self.handle_ready(at);
         Ok(index)
     }
@@ -305,7 +312,10 @@ impl<S: StateMachine> Sim<S> {
     pub fn read_index(&mut self, node: NodeId, ctx: Vec<u8>) -> Result<(), ClientError> {
         let at = self.slot(node).ok_or(ClientError::NodeDown(node))?;
         let floor = self.invariants.max_committed_index();
-        let raft = self.nodes[at].raft.as_mut().ok_or(ClientError::NodeDown(node))?;
+        let raft = self.nodes[at]
+            .raft
+            .as_mut()
+            .ok_or(ClientError::NodeDown(node))?;
         raft.read_index(ctx.clone()).map_err(ClientError::Raft)?;
         self.read_floor.insert(ctx, floor);
         self.handle_ready(at);
@@ -314,7 +324,10 @@ impl<S: StateMachine> Sim<S> {
 
     pub fn transfer_leadership(&mut self, node: NodeId, to: NodeId) -> Result<(), ClientError> {
         let at = self.slot(node).ok_or(ClientError::NodeDown(node))?;
-        let raft = self.nodes[at].raft.as_mut().ok_or(ClientError::NodeDown(node))?;
+        let raft = self.nodes[at]
+            .raft
+            .as_mut()
+            .ok_or(ClientError::NodeDown(node))?;
         raft.transfer_leadership(to).map_err(ClientError::Raft)?;
         self.handle_ready(at);
         Ok(())
@@ -370,10 +383,16 @@ impl<S: StateMachine> Sim<S> {
         }
     }
 
-    /// Starts a crashed `node` from its disk. A no-op if it is up.
+    /// Starts a crashed `node` from its disk. If it is up, only cancels a
+    /// pending [`Sim::crash_before_persist`], so "restart everyone" before a
+    /// liveness phase leaves every node up.
     pub fn restart(&mut self, node: NodeId) -> Result<(), SimError> {
         match self.slot(node) {
-            Some(at) if !self.nodes[at].is_up() => {
+            Some(at) if self.nodes[at].is_up() => {
+                self.nodes[at].crash_before_persist = false;
+                Ok(())
+            }
+            Some(at) => {
                 self.trace.record(self.now_us, node, TraceKind::Restart);
                 self.start_node(at)
             }
@@ -382,17 +401,20 @@ impl<S: StateMachine> Sim<S> {
     }
 
     pub fn disconnect(&mut self, node: NodeId) {
-        self.trace.record(self.now_us, node, TraceKind::Fault("disconnect"));
+        self.trace
+            .record(self.now_us, node, TraceKind::Fault("disconnect"));
         self.links.disconnect(node);
     }
 
     pub fn connect(&mut self, node: NodeId) {
-        self.trace.record(self.now_us, node, TraceKind::Fault("connect"));
+        self.trace
+            .record(self.now_us, node, TraceKind::Fault("connect"));
         self.links.connect(node);
     }
 
     pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
-        self.trace.record(self.now_us, 0, TraceKind::Fault("partition"));
+        self.trace
+            .record(self.now_us, 0, TraceKind::Fault("partition"));
         self.links.partition(groups);
     }
 
@@ -434,7 +456,11 @@ impl<S: StateMachine> Sim<S> {
 
     /// Nodes that are down.
     pub fn crashed(&self) -> Vec<NodeId> {
-        self.nodes.iter().filter(|n| !n.is_up()).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| !n.is_up())
+            .map(|n| n.id)
+            .collect()
     }
 
     pub fn status(&self, node: NodeId) -> Option<Status> {
@@ -517,7 +543,11 @@ impl<S: StateMachine> Sim<S> {
             hard_state: disk.hard_state.clone(),
             snapshot: disk.snapshot.as_ref().map(|s| s.meta.clone()),
             entries: disk.entries.clone(),
-            snapshot_data: disk.snapshot.as_ref().map(|s| s.data.clone()).unwrap_or_default(),
+            snapshot_data: disk
+                .snapshot
+                .as_ref()
+                .map(|s| s.data.clone())
+                .unwrap_or_default(),
         };
         let raft = RawNode::new(config, restored).map_err(|e| SimError::Claim {
             at_us: self.now_us,
@@ -537,8 +567,13 @@ impl<S: StateMachine> Sim<S> {
         node.crash_before_persist = false;
         let incarnation = node.incarnation;
         let phase_us = self.node_rng.below(self.config.tick_us);
-        self.queue
-            .push(self.now_us + phase_us, Event::Tick { node: at, incarnation });
+        self.queue.push(
+            self.now_us + phase_us,
+            Event::Tick {
+                node: at,
+                incarnation,
+            },
+        );
         self.handle_ready(at);
         Ok(())
     }
@@ -555,15 +590,26 @@ impl<S: StateMachine> Sim<S> {
     fn process(&mut self, event: Event) {
         self.events_processed += 1;
         match event {
-            Event::Tick { node: at, incarnation } => {
+            Event::Tick {
+                node: at,
+                incarnation,
+            } => {
                 let node = &mut self.nodes[at];
                 if node.incarnation != incarnation {
                     return;
                 }
-                let Some(raft) = node.raft.as_mut() else { return };
+                let Some(raft) = node.raft.as_mut() else {
+                    return;
+                };
                 raft.tick();
                 let next = self.now_us + self.config.tick_us;
-                self.queue.push(next, Event::Tick { node: at, incarnation });
+                self.queue.push(
+                    next,
+                    Event::Tick {
+                        node: at,
+                        incarnation,
+                    },
+                );
                 if raft.has_ready() {
                     self.handle_ready(at);
                 }
@@ -573,7 +619,9 @@ impl<S: StateMachine> Sim<S> {
     }
 
     fn deliver(&mut self, message: Message) {
-        let Some(at) = self.slot(message.to) else { return };
+        let Some(at) = self.slot(message.to) else {
+            return;
+        };
         if !self.links.can_deliver(message.from, message.to) || !self.nodes[at].is_up() {
             self.stats.messages_cut += 1;
             return;
@@ -662,18 +710,23 @@ impl<S: StateMachine> Sim<S> {
             }
             let node = &mut self.nodes[at];
             let id = node.id;
-            let Some(raft) = node.raft.as_mut() else { return };
+            let Some(raft) = node.raft.as_mut() else {
+                return;
+            };
             if !raft.has_ready() {
                 break;
             }
             let ready = raft.ready();
             if node.crash_before_persist {
-                self.trace.record(self.now_us, id, TraceKind::CrashBeforePersist);
+                self.trace
+                    .record(self.now_us, id, TraceKind::CrashBeforePersist);
                 self.kill(at);
                 return;
             }
             // 1. Persist snapshot, entries, hard state: one atomic fsync.
-            if let Err(broken) = self.persist(at, &ready.snapshot, &ready.entries, &ready.hard_state) {
+            if let Err(broken) =
+                self.persist(at, &ready.snapshot, &ready.entries, &ready.hard_state)
+            {
                 self.fail(id, broken);
                 return;
             }
@@ -754,7 +807,8 @@ impl<S: StateMachine> Sim<S> {
             node.disk
                 .append(entries)
                 .map_err(|e| ("entries are contiguous", format!("node {id}: {e}")))?;
-            self.invariants.on_persist_entries(id, entries, &node.disk)?;
+            self.invariants
+                .on_persist_entries(id, entries, &node.disk)?;
         }
         if let Some(hard_state) = hard_state {
             Invariants::on_persist_hard_state(id, &node.disk.hard_state, hard_state)?;
@@ -868,7 +922,9 @@ impl<S: StateMachine> Sim<S> {
     /// Checks the node's status after a Ready: leadership, commit, applied.
     fn observe(&mut self, at: usize) -> Result<(), Broken> {
         let node = &mut self.nodes[at];
-        let Some(raft) = node.raft.as_ref() else { return Ok(()) };
+        let Some(raft) = node.raft.as_ref() else {
+            return Ok(());
+        };
         let status = raft.status();
         if status.role != node.role_seen {
             node.role_seen = status.role;
@@ -929,11 +985,17 @@ impl<S: StateMachine> Sim<S> {
             return;
         };
         let index = node.applied;
-        let Some(term) = node.disk.term_at(index) else { return };
+        let Some(term) = node.disk.term_at(index) else {
+            return;
+        };
         let data = machine.snapshot();
         if raft.compact(index, data.clone()).is_ok() {
             node.disk.compact(Snapshot {
-                meta: SnapshotMeta { index, term, voters },
+                meta: SnapshotMeta {
+                    index,
+                    term,
+                    voters,
+                },
                 data,
             });
         }

@@ -236,7 +236,10 @@ impl Invariants {
                 Ok(())
             }
             Some(record) => {
-                if record.term != entry.term || record.kind != entry.kind || record.data != entry.data {
+                if record.term != entry.term
+                    || record.kind != entry.kind
+                    || record.data != entry.data
+                {
                     Err((
                         "state machine safety",
                         format!(
@@ -266,7 +269,10 @@ impl Invariants {
         if new.commit < old.commit {
             return Err((
                 "commit index never decreases",
-                format!("node {node} persisted commit {} after {}", new.commit, old.commit),
+                format!(
+                    "node {node} persisted commit {} after {}",
+                    new.commit, old.commit
+                ),
             ));
         }
         if new.term == old.term && old.vote.is_some() && new.vote != old.vote {
@@ -345,10 +351,18 @@ mod tests {
     #[test]
     fn hard_state_rules() {
         let hs = |term, vote, commit| HardState { term, vote, commit };
-        assert!(Invariants::on_persist_hard_state(1, &hs(2, Some(1), 3), &hs(2, Some(1), 4)).is_ok());
-        assert!(Invariants::on_persist_hard_state(1, &hs(2, Some(1), 3), &hs(1, Some(1), 3)).is_err());
-        assert!(Invariants::on_persist_hard_state(1, &hs(2, Some(1), 3), &hs(2, Some(2), 3)).is_err());
-        assert!(Invariants::on_persist_hard_state(1, &hs(2, Some(1), 3), &hs(2, Some(1), 2)).is_err());
+        assert!(
+            Invariants::on_persist_hard_state(1, &hs(2, Some(1), 3), &hs(2, Some(1), 4)).is_ok()
+        );
+        assert!(
+            Invariants::on_persist_hard_state(1, &hs(2, Some(1), 3), &hs(1, Some(1), 3)).is_err()
+        );
+        assert!(
+            Invariants::on_persist_hard_state(1, &hs(2, Some(1), 3), &hs(2, Some(2), 3)).is_err()
+        );
+        assert!(
+            Invariants::on_persist_hard_state(1, &hs(2, Some(1), 3), &hs(2, Some(1), 2)).is_err()
+        );
         assert!(Invariants::on_persist_hard_state(1, &hs(2, None, 3), &hs(2, Some(2), 3)).is_ok());
     }
 }

@@ -40,13 +40,16 @@ pub fn current_leader<S: StateMachine>(sim: &Sim<S>) -> Option<NodeId> {
     let mut best: Option<(NodeId, Term)> = None;
     let mut max_term = 0;
     for node in connected(sim) {
-        let Some(status) = sim.status(node) else { continue };
+        let Some(status) = sim.status(node) else {
+            continue;
+        };
         max_term = max_term.max(status.term);
         if status.role == Role::Leader && best.is_none_or(|(_, t)| status.term > t) {
             best = Some((node, status.term));
         }
     }
-    best.filter(|&(_, term)| term >= max_term).map(|(node, _)| node)
+    best.filter(|&(_, term)| term >= max_term)
+        .map(|(node, _)| node)
 }
 
 /// `checkOneLeader`: a leader among the connected nodes within 5 s.

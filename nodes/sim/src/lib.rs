@@ -40,4 +40,4 @@ pub use faults::{Fault, NemesisConfig};
 pub use machine::{LogMachine, StateMachine};
 pub use network::{Links, NetConfig};
 pub use rng::SimRng;
-pub use sweep::{run_seed, seeds, sweep};
+pub use sweep::{run_seed, seeds, sweep, Scenario};

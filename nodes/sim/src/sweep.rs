@@ -16,6 +16,9 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.trim().parse().ok()
 }
 
+/// A named scenario: one seeded run that either holds or fails.
+pub type Scenario = (&'static str, fn(u64) -> Result<(), SimError>);
+
 /// The seeds a sweep covers under the current environment.
 pub fn seeds(default_count: u64) -> Vec<u64> {
     if let Some(seed) = env_u64("SEED") {

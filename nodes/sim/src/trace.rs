@@ -90,7 +90,14 @@ impl Trace {
         older
             .iter()
             .chain(newer)
-            .map(|e| format!("{:>10.3} ms  n{}  {:?}", e.at_us as f64 / 1e3, e.node, e.kind))
+            .map(|e| {
+                format!(
+                    "{:>10.3} ms  n{}  {:?}",
+                    e.at_us as f64 / 1e3,
+                    e.node,
+                    e.kind
+                )
+            })
             .collect()
     }
 }

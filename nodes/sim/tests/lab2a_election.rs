@@ -10,21 +10,38 @@ use std::time::Duration;
 fn initial_election(seed: u64) -> Result<(), SimError> {
     let mut sim = Sim::with_log(SimConfig::new(3, seed))?;
     let leader = lab::check_one_leader(&mut sim)?;
-    claim!(sim, sim.now() <= Duration::from_secs(5), "first leader only at {:?}", sim.now());
+    claim!(
+        sim,
+        sim.now() <= Duration::from_secs(5),
+        "first leader only at {:?}",
+        sim.now()
+    );
     sim.run_for(Duration::from_millis(50))?;
     let term = lab::check_terms(&sim)?;
     claim!(sim, term >= 1, "term is {term} after an election");
     sim.run_for(2 * ELECTION_TIMEOUT)?;
     let term_after = lab::check_terms(&sim)?;
-    claim!(sim, term_after == term, "term moved from {term} to {term_after} without failures");
+    claim!(
+        sim,
+        term_after == term,
+        "term moved from {term} to {term_after} without failures"
+    );
     let leader_after = lab::check_one_leader(&mut sim)?;
-    claim!(sim, leader_after == leader, "leader changed from {leader} to {leader_after} without failures");
+    claim!(
+        sim,
+        leader_after == leader,
+        "leader changed from {leader} to {leader_after} without failures"
+    );
     Ok(())
 }
 
 #[test]
 fn initial_election_elects_one_leader_and_keeps_it_while_healthy() {
-    sweep("initial_election_elects_one_leader_and_keeps_it_while_healthy", 20, initial_election);
+    sweep(
+        "initial_election_elects_one_leader_and_keeps_it_while_healthy",
+        50,
+        initial_election,
+    );
 }
 
 /// TestReElection2A: a new leader within 5 s of the old one's disconnection;
@@ -37,7 +54,11 @@ fn re_election(seed: u64) -> Result<(), SimError> {
 
     sim.disconnect(leader1);
     let leader2 = lab::check_one_leader(&mut sim)?;
-    claim!(sim, leader2 != leader1, "disconnected leader {leader1} still counted as leader");
+    claim!(
+        sim,
+        leader2 != leader1,
+        "disconnected leader {leader1} still counted as leader"
+    );
     let term2 = sim.status(leader2).map_or(0, |s| s.term);
 
     sim.connect(leader1);
@@ -50,7 +71,12 @@ fn re_election(seed: u64) -> Result<(), SimError> {
         "old leader {leader1} rejoining disturbed leader {leader2} of term {term2}: now {leader3} of term {term3}"
     );
 
-    let other = sim.ids().iter().copied().find(|&n| n != leader2 && n != leader1).unwrap_or(leader1);
+    let other = sim
+        .ids()
+        .iter()
+        .copied()
+        .find(|&n| n != leader2 && n != leader1)
+        .unwrap_or(leader1);
     sim.disconnect(leader2);
     sim.disconnect(other);
     sim.run_for(2 * ELECTION_TIMEOUT)?;
@@ -65,7 +91,11 @@ fn re_election(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn re_election_after_leader_loss_and_none_without_quorum() {
-    sweep("re_election_after_leader_loss_and_none_without_quorum", 20, re_election);
+    sweep(
+        "re_election_after_leader_loss_and_none_without_quorum",
+        50,
+        re_election,
+    );
 }
 
 /// TestManyElections2A (2021+): seven nodes; ten times, three random nodes
@@ -90,5 +120,17 @@ fn many_elections(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn many_elections_with_three_of_seven_disconnected() {
-    sweep("many_elections_with_three_of_seven_disconnected", 10, many_elections);
+    sweep(
+        "many_elections_with_three_of_seven_disconnected",
+        25,
+        many_elections,
+    );
 }
+
+/// Every scenario of this file, for the speed benchmark (benches/sim_speed.rs).
+#[allow(dead_code)]
+pub const SCENARIOS: &[sim::Scenario] = &[
+    ("initial_election", initial_election),
+    ("re_election", re_election),
+    ("many_elections", many_elections),
+];

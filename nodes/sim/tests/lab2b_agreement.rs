@@ -20,10 +20,18 @@ fn basic_agree(seed: u64) -> Result<(), SimError> {
     for value in 1..=3u64 {
         let next = sim.max_applied_index() + 1;
         let (count, _) = sim.n_committed(next);
-        claim!(sim, count == 0, "{count} nodes applied index {next} before Start()");
+        claim!(
+            sim,
+            count == 0,
+            "{count} nodes applied index {next} before Start()"
+        );
         let index = lab::one(&mut sim, &command(value), 3, false)?;
         if let Some(previous) = previous {
-            claim!(sim, index == previous + 1, "command {value} at {index}, previous at {previous}");
+            claim!(
+                sim,
+                index == previous + 1,
+                "command {value} at {index}, previous at {previous}"
+            );
         }
         previous = Some(index);
     }
@@ -32,7 +40,11 @@ fn basic_agree(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn basic_agree_commits_three_commands_at_consecutive_indexes() {
-    sweep("basic_agree_commits_three_commands_at_consecutive_indexes", 20, basic_agree);
+    sweep(
+        "basic_agree_commits_three_commands_at_consecutive_indexes",
+        50,
+        basic_agree,
+    );
 }
 
 /// TestRPCBytes2B: ten 5000-byte commands cost at most 3 x their size plus
@@ -51,15 +63,22 @@ fn rpc_bytes(seed: u64) -> Result<(), SimError> {
         lab::one(&mut sim, &cmd, 3, false)?;
     }
     let got = sim.stats().bytes_sent - before;
-    println!("rpc bytes: {got} for {sent}");
     let bound = 3 * sent + 50_000;
-    claim!(sim, got <= bound, "{got} bytes sent for {sent} bytes of commands (bound {bound})");
+    claim!(
+        sim,
+        got <= bound,
+        "{got} bytes sent for {sent} bytes of commands (bound {bound})"
+    );
     Ok(())
 }
 
 #[test]
 fn rpc_bytes_each_command_sent_to_each_follower_about_once() {
-    sweep("rpc_bytes_each_command_sent_to_each_follower_about_once", 20, rpc_bytes);
+    sweep(
+        "rpc_bytes_each_command_sent_to_each_follower_about_once",
+        50,
+        rpc_bytes,
+    );
 }
 
 /// TestFailAgree2B: with one follower disconnected the other two agree; the
@@ -84,7 +103,11 @@ fn fail_agree(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn fail_agree_progresses_without_a_follower_which_catches_up_on_rejoin() {
-    sweep("fail_agree_progresses_without_a_follower_which_catches_up_on_rejoin", 20, fail_agree);
+    sweep(
+        "fail_agree_progresses_without_a_follower_which_catches_up_on_rejoin",
+        50,
+        fail_agree,
+    );
 }
 
 /// TestFailNoAgree2B: with 3 of 5 followers gone nothing commits, not even
@@ -100,11 +123,23 @@ fn fail_no_agree(seed: u64) -> Result<(), SimError> {
     }
     let index = sim
         .propose(leader, command(20))
-        .map_err(|e| SimError::Claim { at_us: sim.now_us(), message: format!("leader refused: {e}") })?;
-    claim!(sim, index == first + 1, "expected index {} got {index}", first + 1);
+        .map_err(|e| SimError::Claim {
+            at_us: sim.now_us(),
+            message: format!("leader refused: {e}"),
+        })?;
+    claim!(
+        sim,
+        index == first + 1,
+        "expected index {} got {index}",
+        first + 1
+    );
     sim.run_for(2 * ELECTION_TIMEOUT)?;
     let (count, _) = sim.n_committed(index);
-    claim!(sim, count == 0, "{count} nodes committed index {index} without a majority");
+    claim!(
+        sim,
+        count == 0,
+        "{count} nodes committed index {index} without a majority"
+    );
     for &n in &gone {
         sim.connect(n);
     }
@@ -119,7 +154,10 @@ fn fail_no_agree(seed: u64) -> Result<(), SimError> {
             Err(_) => sim.run_for(Duration::from_millis(100))?,
         }
     }
-    let index2 = index2.ok_or_else(|| SimError::Claim { at_us: sim.now_us(), message: "leader2 refused".into() })?;
+    let index2 = index2.ok_or_else(|| SimError::Claim {
+        at_us: sim.now_us(),
+        message: "leader2 refused".into(),
+    })?;
     claim!(
         sim,
         (first + 2..=first + 3).contains(&index2),
@@ -133,7 +171,11 @@ fn fail_no_agree(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn fail_no_agree_commits_nothing_without_a_majority() {
-    sweep("fail_no_agree_commits_nothing_without_a_majority", 20, fail_no_agree);
+    sweep(
+        "fail_no_agree_commits_nothing_without_a_majority",
+        50,
+        fail_no_agree,
+    );
 }
 
 /// TestConcurrentStarts2B: five commands started at the same instant in one
@@ -145,7 +187,9 @@ fn concurrent_starts(seed: u64) -> Result<(), SimError> {
             sim.run_for(Duration::from_secs(3))?;
         }
         let leader = lab::check_one_leader(&mut sim)?;
-        let Some(term) = sim.status(leader).map(|s| s.term) else { continue };
+        let Some(term) = sim.status(leader).map(|s| s.term) else {
+            continue;
+        };
         let mut indexes = Vec::new();
         for value in 0..5u64 {
             match sim.propose(leader, command(100 + value + 1000 * attempt)) {
@@ -176,12 +220,19 @@ fn concurrent_starts(seed: u64) -> Result<(), SimError> {
             return Ok(());
         }
     }
-    Err(SimError::Claim { at_us: sim.now_us(), message: "term changed too often".into() })
+    Err(SimError::Claim {
+        at_us: sim.now_us(),
+        message: "term changed too often".into(),
+    })
 }
 
 #[test]
 fn concurrent_starts_in_one_term_all_commit() {
-    sweep("concurrent_starts_in_one_term_all_commit", 20, concurrent_starts);
+    sweep(
+        "concurrent_starts_in_one_term_all_commit",
+        50,
+        concurrent_starts,
+    );
 }
 
 /// TestRejoin2B: a partitioned leader's uncommitted entries are overwritten
@@ -206,7 +257,11 @@ fn rejoin(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn rejoin_overwrites_an_old_leaders_uncommitted_entries() {
-    sweep("rejoin_overwrites_an_old_leaders_uncommitted_entries", 20, rejoin);
+    sweep(
+        "rejoin_overwrites_an_old_leaders_uncommitted_entries",
+        50,
+        rejoin,
+    );
 }
 
 fn append_rejections(sim: &Sim<sim::LogMachine>) -> u64 {
@@ -246,7 +301,10 @@ fn backup(seed: u64) -> Result<(), SimError> {
         lab::one(&mut sim, &command(value()), 3, true)?;
     }
     let leader2 = lab::check_one_leader(&mut sim)?;
-    let other = (2..=4).map(|k| peer(leader1, k)).find(|&n| n != leader2).unwrap_or(leader2);
+    let other = (2..=4)
+        .map(|k| peer(leader1, k))
+        .find(|&n| n != leader2)
+        .unwrap_or(leader2);
     sim.disconnect(other);
     for _ in 0..50 {
         let _ = sim.propose(leader2, command(value()));
@@ -267,19 +325,27 @@ fn backup(seed: u64) -> Result<(), SimError> {
     }
     lab::one(&mut sim, &command(value()), 5, true)?;
     let rejections = append_rejections(&sim);
-    println!("backup: {rejections} rejections, catch-up {:?}", sim.now() - started);
     claim!(
         sim,
         rejections <= 20,
         "{rejections} append rejections in a run where nodes fell behind or diverged by 50+ entries four times"
     );
-    claim!(sim, sim.now() - started <= Duration::from_secs(5), "catch-up took {:?}", sim.now() - started);
+    claim!(
+        sim,
+        sim.now() - started <= Duration::from_secs(5),
+        "catch-up took {:?}",
+        sim.now() - started
+    );
     Ok(())
 }
 
 #[test]
 fn backup_skips_over_fifty_conflicting_entries_quickly() {
-    sweep("backup_skips_over_fifty_conflicting_entries_quickly", 10, backup);
+    sweep(
+        "backup_skips_over_fifty_conflicting_entries_quickly",
+        25,
+        backup,
+    );
 }
 
 /// TestCount2B: an election takes 1..=30 RPCs; 10 agreements (plus the
@@ -290,14 +356,22 @@ fn count(seed: u64) -> Result<(), SimError> {
     let mut sim = cluster(3, seed)?;
     let leader = lab::check_one_leader(&mut sim)?;
     let election = sim.stats().messages_sent;
-    claim!(sim, (1..=60).contains(&election), "{election} messages to elect a leader");
+    claim!(
+        sim,
+        (1..=60).contains(&election),
+        "{election} messages to elect a leader"
+    );
     let _ = leader;
     let mut done = false;
     for _ in 0..5 {
         let leader = lab::check_one_leader(&mut sim)?;
         let before = sim.stats().messages_sent;
-        let Some(term) = sim.status(leader).map(|s| s.term) else { continue };
-        let Ok(start) = sim.propose(leader, command(1)) else { continue };
+        let Some(term) = sim.status(leader).map(|s| s.term) else {
+            continue;
+        };
+        let Ok(start) = sim.propose(leader, command(1)) else {
+            continue;
+        };
         let mut all = true;
         let mut indexes = vec![start];
         for value in 2..=10u64 {
@@ -319,8 +393,11 @@ fn count(seed: u64) -> Result<(), SimError> {
             continue;
         }
         let used = sim.stats().messages_sent - before;
-        println!("count: election {election}, agreement {used}");
-        claim!(sim, used <= 2 * (10 + 1 + 3) * 3, "{used} messages for 10 agreements");
+        claim!(
+            sim,
+            used <= 2 * (10 + 1 + 3) * 3,
+            "{used} messages for 10 agreements"
+        );
         done = true;
         break;
     }
@@ -329,12 +406,28 @@ fn count(seed: u64) -> Result<(), SimError> {
     let before = sim.stats().messages_sent;
     sim.run_for(ELECTION_TIMEOUT)?;
     let idle = sim.stats().messages_sent - before;
-    println!("count: idle {idle}");
     claim!(sim, idle <= 2 * 60, "{idle} messages in an idle second");
     Ok(())
 }
 
 #[test]
 fn count_bounds_messages_for_election_agreement_and_idleness() {
-    sweep("count_bounds_messages_for_election_agreement_and_idleness", 20, count);
+    sweep(
+        "count_bounds_messages_for_election_agreement_and_idleness",
+        50,
+        count,
+    );
 }
+
+/// Every scenario of this file, for the speed benchmark (benches/sim_speed.rs).
+#[allow(dead_code)]
+pub const SCENARIOS: &[sim::Scenario] = &[
+    ("basic_agree", basic_agree),
+    ("rpc_bytes", rpc_bytes),
+    ("fail_agree", fail_agree),
+    ("fail_no_agree", fail_no_agree),
+    ("concurrent_starts", concurrent_starts),
+    ("rejoin", rejoin),
+    ("backup", backup),
+    ("count", count),
+];

@@ -50,7 +50,11 @@ fn persist1(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn persist1_state_survives_crashes_of_all_leader_and_follower() {
-    sweep("persist1_state_survives_crashes_of_all_leader_and_follower", 20, persist1);
+    sweep(
+        "persist1_state_survives_crashes_of_all_leader_and_follower",
+        50,
+        persist1,
+    );
 }
 
 /// TestPersist22C: five rounds of partitions and restarts where only the
@@ -88,7 +92,11 @@ fn persist2(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn persist2_quorums_of_restarted_nodes_keep_committed_entries() {
-    sweep("persist2_quorums_of_restarted_nodes_keep_committed_entries", 10, persist2);
+    sweep(
+        "persist2_quorums_of_restarted_nodes_keep_committed_entries",
+        25,
+        persist2,
+    );
 }
 
 /// TestPersist32C: a partitioned leader and a follower crash; the leader
@@ -112,7 +120,11 @@ fn persist3(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn persist3_restarted_leader_and_rejoined_follower_commit() {
-    sweep("persist3_restarted_leader_and_rejoined_follower_commit", 20, persist3);
+    sweep(
+        "persist3_restarted_leader_and_rejoined_follower_commit",
+        50,
+        persist3,
+    );
 }
 
 /// Figure 8 iterations per seed (the lab runs 1000; `SIM_FIGURE8_ITERATIONS`
@@ -129,7 +141,6 @@ fn figure8_iterations() -> u64 {
 /// then crash (or disconnect) the leader; bring a node back whenever fewer
 /// than three are up.
 fn figure8_loop(sim: &mut LogSim, unreliable: bool, iterations: u64) -> Result<(), SimError> {
-    let started = sim.now();
     let ids = sim.ids().to_vec();
     let mut up = ids.len();
     for iteration in 0..iterations {
@@ -180,12 +191,6 @@ fn figure8_loop(sim: &mut LogSim, unreliable: bool, iterations: u64) -> Result<(
         sim.restart(n)?;
         sim.connect(n);
     }
-    println!(
-        "figure8: {iterations} iterations in {:?} virtual, {} entries applied, {} messages",
-        sim.now() - started,
-        sim.max_applied_index(),
-        sim.stats().messages_sent
-    );
     Ok(())
 }
 
@@ -204,7 +209,11 @@ fn figure8(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn figure8_rapid_leader_crashes_never_break_safety() {
-    sweep("figure8_rapid_leader_crashes_never_break_safety", 4, figure8);
+    sweep(
+        "figure8_rapid_leader_crashes_never_break_safety",
+        10,
+        figure8,
+    );
 }
 
 /// TestUnreliableAgree2C: on the lossy network (0-26 ms, 10% loss), 49
@@ -225,7 +234,11 @@ fn unreliable_agree(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn unreliable_agree_commits_concurrent_commands_on_a_lossy_network() {
-    sweep("unreliable_agree_commits_concurrent_commands_on_a_lossy_network", 8, unreliable_agree);
+    sweep(
+        "unreliable_agree_commits_concurrent_commands_on_a_lossy_network",
+        20,
+        unreliable_agree,
+    );
 }
 
 /// TestFigure8Unreliable2C: Figure 8 with the lossy network, leaders
@@ -245,7 +258,11 @@ fn figure8_unreliable(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn figure8_unreliable_with_long_reordering_stays_safe_and_recovers() {
-    sweep("figure8_unreliable_with_long_reordering_stays_safe_and_recovers", 4, figure8_unreliable);
+    sweep(
+        "figure8_unreliable_with_long_reordering_stays_safe_and_recovers",
+        10,
+        figure8_unreliable,
+    );
 }
 
 /// A client of the churn tests: proposes values to random nodes and records
@@ -290,7 +307,11 @@ fn churn(seed: u64, unreliable: bool) -> Result<(), SimError> {
     }
     let mut sim = Sim::with_log(config)?;
     let mut clients: Vec<ChurnClient> = (0..3u64)
-        .map(|c| ChurnClient { pending: None, committed: Vec::new(), next_value: (c + 1) << 32 })
+        .map(|c| ChurnClient {
+            pending: None,
+            committed: Vec::new(),
+            next_value: (c + 1) << 32,
+        })
         .collect();
     let ids = sim.ids().to_vec();
     let round_us = ELECTION_TIMEOUT.as_micros() as u64 * 7 / 10;
@@ -331,7 +352,11 @@ fn churn(seed: u64, unreliable: bool) -> Result<(), SimError> {
     let mut seen = 0;
     for client in &clients {
         for &(value, index) in &client.committed {
-            claim!(sim, index <= last, "value {value} committed at {index} beyond the final index {last}");
+            claim!(
+                sim,
+                index <= last,
+                "value {value} committed at {index} beyond the final index {last}"
+            );
             let (count, record) = sim.n_committed(index);
             claim!(
                 sim,
@@ -341,17 +366,49 @@ fn churn(seed: u64, unreliable: bool) -> Result<(), SimError> {
             seen += 1;
         }
     }
-    claim!(sim, seen > 0, "no client saw any value committed during churn");
-    println!("churn: {seen} values seen committed, final index {last}");
+    claim!(
+        sim,
+        seen > 0,
+        "no client saw any value committed during churn"
+    );
     Ok(())
 }
 
 #[test]
 fn reliable_churn_keeps_every_value_clients_saw_committed() {
-    sweep("reliable_churn_keeps_every_value_clients_saw_committed", 8, |seed| churn(seed, false));
+    sweep(
+        "reliable_churn_keeps_every_value_clients_saw_committed",
+        20,
+        |seed| churn(seed, false),
+    );
 }
 
 #[test]
 fn unreliable_churn_keeps_every_value_clients_saw_committed() {
-    sweep("unreliable_churn_keeps_every_value_clients_saw_committed", 8, |seed| churn(seed, true));
+    sweep(
+        "unreliable_churn_keeps_every_value_clients_saw_committed",
+        20,
+        |seed| churn(seed, true),
+    );
 }
+
+fn reliable_churn(seed: u64) -> Result<(), SimError> {
+    churn(seed, false)
+}
+
+fn unreliable_churn(seed: u64) -> Result<(), SimError> {
+    churn(seed, true)
+}
+
+/// Every scenario of this file, for the speed benchmark (benches/sim_speed.rs).
+#[allow(dead_code)]
+pub const SCENARIOS: &[sim::Scenario] = &[
+    ("persist1", persist1),
+    ("persist2", persist2),
+    ("persist3", persist3),
+    ("figure8", figure8),
+    ("unreliable_agree", unreliable_agree),
+    ("figure8_unreliable", figure8_unreliable),
+    ("reliable_churn", reliable_churn),
+    ("unreliable_churn", unreliable_churn),
+];

@@ -34,7 +34,7 @@ fn snapshot_rounds(seed: u64, faults: Faults) -> Result<(), SimError> {
         config.net = NetConfig::unreliable();
     }
     let mut sim = Sim::with_log(config)?;
-    let mut value = |sim: &mut Sim<LogMachine>| command(sim.rng().below(1 << 40));
+    let value = |sim: &mut Sim<LogMachine>| command(sim.rng().below(1 << 40));
     let cmd = value(&mut sim);
     lab::one(&mut sim, &cmd, 3, true)?;
     let mut leader1 = lab::check_one_leader(&mut sim)?;
@@ -58,12 +58,20 @@ fn snapshot_rounds(seed: u64, faults: Faults) -> Result<(), SimError> {
             let cmd = value(&mut sim);
             let _ = sim.propose(sender, cmd);
         }
-        let expected = if faults.disconnect || faults.crash { 2 } else { 3 };
+        let expected = if faults.disconnect || faults.crash {
+            2
+        } else {
+            3
+        };
         let cmd = value(&mut sim);
         lab::one(&mut sim, &cmd, expected, true)?;
         for &n in sim.ids() {
             let bytes = sim.persisted(n).map_or(0, |p| p.raft_state_bytes());
-            claim!(sim, bytes <= MAX_LOG_BYTES, "node {n} keeps {bytes} bytes of Raft state (limit {MAX_LOG_BYTES})");
+            claim!(
+                sim,
+                bytes <= MAX_LOG_BYTES,
+                "node {n} keeps {bytes} bytes of Raft state (limit {MAX_LOG_BYTES})"
+            );
         }
         if faults.disconnect {
             sim.connect(victim);
@@ -81,17 +89,32 @@ fn snapshot_rounds(seed: u64, faults: Faults) -> Result<(), SimError> {
     }
     for &n in sim.ids() {
         let snapshot = sim.persisted(n).map_or(0, |p| p.snapshot_index());
-        claim!(sim, snapshot > 0, "node {n} never took or received a snapshot");
+        claim!(
+            sim,
+            snapshot > 0,
+            "node {n} never took or received a snapshot"
+        );
     }
     if faults.disconnect || faults.crash {
-        let installs = sim.stats().sent_by_kind.get("InstallSnapshot").copied().unwrap_or(0);
+        let installs = sim
+            .stats()
+            .sent_by_kind
+            .get("InstallSnapshot")
+            .copied()
+            .unwrap_or(0);
         claim!(sim, installs > 0, "no follower ever needed InstallSnapshot");
     }
     // Nodes at the same applied index hold the same state machine.
     let states: Vec<_> = sim.ids().iter().filter_map(|&n| sim.machine(n)).collect();
     for pair in states.windows(2) {
         if pair[0].last_index == pair[1].last_index {
-            claim!(sim, pair[0] == pair[1], "state machines differ at index {}: {:?}", pair[0].last_index, pair);
+            claim!(
+                sim,
+                pair[0] == pair[1],
+                "state machines differ at index {}: {:?}",
+                pair[0].last_index,
+                pair
+            );
         }
     }
     Ok(())
@@ -99,32 +122,109 @@ fn snapshot_rounds(seed: u64, faults: Faults) -> Result<(), SimError> {
 
 #[test]
 fn snapshot_basic_keeps_the_log_small() {
-    let faults = Faults { disconnect: false, reliable: true, crash: false };
-    sweep("snapshot_basic_keeps_the_log_small", 10, |seed| snapshot_rounds(seed, faults));
+    sweep("snapshot_basic_keeps_the_log_small", 25, snapshot_basic);
 }
 
 #[test]
 fn snapshot_install_brings_back_a_disconnected_follower() {
-    let faults = Faults { disconnect: true, reliable: true, crash: false };
-    sweep("snapshot_install_brings_back_a_disconnected_follower", 10, |seed| snapshot_rounds(seed, faults));
+    sweep(
+        "snapshot_install_brings_back_a_disconnected_follower",
+        25,
+        snapshot_install,
+    );
 }
 
 #[test]
 fn snapshot_install_works_on_a_lossy_network() {
-    let faults = Faults { disconnect: true, reliable: false, crash: false };
-    sweep("snapshot_install_works_on_a_lossy_network", 10, |seed| snapshot_rounds(seed, faults));
+    sweep(
+        "snapshot_install_works_on_a_lossy_network",
+        25,
+        snapshot_install_unreliable,
+    );
 }
 
 #[test]
 fn snapshot_install_brings_back_a_crashed_node() {
-    let faults = Faults { disconnect: false, reliable: true, crash: true };
-    sweep("snapshot_install_brings_back_a_crashed_node", 10, |seed| snapshot_rounds(seed, faults));
+    sweep(
+        "snapshot_install_brings_back_a_crashed_node",
+        25,
+        snapshot_install_crash,
+    );
 }
 
 #[test]
 fn snapshot_install_brings_back_a_crashed_node_on_a_lossy_network() {
-    let faults = Faults { disconnect: false, reliable: false, crash: true };
-    sweep("snapshot_install_brings_back_a_crashed_node_on_a_lossy_network", 10, |seed| {
-        snapshot_rounds(seed, faults)
-    });
+    sweep(
+        "snapshot_install_brings_back_a_crashed_node_on_a_lossy_network",
+        25,
+        snapshot_install_crash_unreliable,
+    );
 }
+
+fn snapshot_basic(seed: u64) -> Result<(), SimError> {
+    snapshot_rounds(
+        seed,
+        Faults {
+            disconnect: false,
+            reliable: true,
+            crash: false,
+        },
+    )
+}
+
+fn snapshot_install(seed: u64) -> Result<(), SimError> {
+    snapshot_rounds(
+        seed,
+        Faults {
+            disconnect: true,
+            reliable: true,
+            crash: false,
+        },
+    )
+}
+
+fn snapshot_install_unreliable(seed: u64) -> Result<(), SimError> {
+    snapshot_rounds(
+        seed,
+        Faults {
+            disconnect: true,
+            reliable: false,
+            crash: false,
+        },
+    )
+}
+
+fn snapshot_install_crash(seed: u64) -> Result<(), SimError> {
+    snapshot_rounds(
+        seed,
+        Faults {
+            disconnect: false,
+            reliable: true,
+            crash: true,
+        },
+    )
+}
+
+fn snapshot_install_crash_unreliable(seed: u64) -> Result<(), SimError> {
+    snapshot_rounds(
+        seed,
+        Faults {
+            disconnect: false,
+            reliable: false,
+            crash: true,
+        },
+    )
+}
+
+/// Every scenario of this file, for the speed benchmark (benches/sim_speed.rs).
+#[allow(dead_code)]
+pub const SCENARIOS: &[sim::Scenario] = &[
+    ("snapshot_basic", snapshot_basic),
+    ("snapshot_install", snapshot_install),
+    ("snapshot_install_unreliable", snapshot_install_unreliable),
+    ("snapshot_install_crash", snapshot_install_crash),
+    (
+        "snapshot_install_crash_unreliable",
+        snapshot_install_crash_unreliable,
+    ),
+];

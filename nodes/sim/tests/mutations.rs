@@ -36,7 +36,11 @@ fn figure8_adversary(config: SimConfig, iterations: u64) -> Result<(), SimError>
                 leader = Some(n);
             }
         }
-        let pause_ms = if sim.rng().chance(0.1) { sim.rng().below(500) } else { sim.rng().below(13) };
+        let pause_ms = if sim.rng().chance(0.1) {
+            sim.rng().below(500)
+        } else {
+            sim.rng().below(13)
+        };
         sim.run_for(Duration::from_millis(pause_ms))?;
         if let Some(leader) = leader {
             sim.disconnect(leader);
@@ -70,7 +74,7 @@ fn figure8_config(seed: u64) -> SimConfig {
 
 #[test]
 fn correct_raft_survives_the_figure8_adversary() {
-    sim::sweep("correct_raft_survives_the_figure8_adversary", 4, |seed| {
+    sim::sweep("correct_raft_survives_the_figure8_adversary", 10, |seed| {
         figure8_adversary(figure8_config(seed), FIGURE8_ITERATIONS)
     });
 }
@@ -102,8 +106,13 @@ fn forgetting_to_persist_the_vote_is_caught_at_the_first_vote() {
     let Some((seed, error)) = caught else {
         panic!("a vote granted without being on disk went unnoticed");
     };
-    let SimError::Invariant(violation) = &error else { unreachable!() };
-    assert_eq!(violation.invariant, "vote persisted before it is granted", "{error}");
+    let SimError::Invariant(violation) = &error else {
+        unreachable!()
+    };
+    assert_eq!(
+        violation.invariant, "vote persisted before it is granted",
+        "{error}"
+    );
     println!("caught with SEED={seed}: {error}");
 }
 
@@ -120,7 +129,9 @@ fn vote_storm(config: SimConfig, duration: Duration) -> Result<(), SimError> {
     while sim.now() < end {
         sim.run_for(Duration::from_millis(1))?;
         for &n in &ids {
-            let Some(status) = sim.status(n) else { continue };
+            let Some(status) = sim.status(n) else {
+                continue;
+            };
             let voted_for_other = status.vote.is_some_and(|v| v != n);
             if voted_for_other && restarted_in_term[n as usize] != status.term {
                 restarted_in_term[n as usize] = status.term;
@@ -154,4 +165,3 @@ fn forgetting_to_persist_the_vote_breaks_election_safety_within_10_seeds() {
     };
     println!("caught with SEED={seed}: {error}");
 }
-

@@ -21,7 +21,9 @@ fn stale_leader_read_never_returns(seed: u64) -> Result<(), SimError> {
     let asked_leader = sim.read_index(leader, b"stale-leader".to_vec()).is_ok();
     let _ = sim.read_index(buddy, b"stale-follower".to_vec());
     sim.run_until(Duration::from_secs(5), |s| {
-        majority.iter().any(|&n| s.status(n).is_some_and(|st| st.role == raft::Role::Leader))
+        majority
+            .iter()
+            .any(|&n| s.status(n).is_some_and(|st| st.role == raft::Role::Leader))
     })?;
     for value in 2..5 {
         for &n in &majority {
@@ -32,9 +34,21 @@ fn stale_leader_read_never_returns(seed: u64) -> Result<(), SimError> {
     sim.run_for(Duration::from_secs(5))?;
     let served_leader = sim.take_reads(leader);
     let served_buddy = sim.take_reads(buddy);
-    claim!(sim, served_leader.is_empty(), "stale leader {leader} served {served_leader:?}");
-    claim!(sim, served_buddy.is_empty(), "minority follower {buddy} served {served_buddy:?}");
-    claim!(sim, asked_leader, "the leader refused the read before it could know it was cut off");
+    claim!(
+        sim,
+        served_leader.is_empty(),
+        "stale leader {leader} served {served_leader:?}"
+    );
+    claim!(
+        sim,
+        served_buddy.is_empty(),
+        "minority follower {buddy} served {served_buddy:?}"
+    );
+    claim!(
+        sim,
+        asked_leader,
+        "the leader refused the read before it could know it was cut off"
+    );
     sim.heal();
     lab::one(&mut sim, &lab::command(9), 5, true)?;
     Ok(())
@@ -42,7 +56,11 @@ fn stale_leader_read_never_returns(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn a_partitioned_leader_never_serves_a_read() {
-    sweep("a_partitioned_leader_never_serves_a_read", 20, stale_leader_read_never_returns);
+    sweep(
+        "a_partitioned_leader_never_serves_a_read",
+        50,
+        stale_leader_read_never_returns,
+    );
 }
 
 /// On the lossy network, reads asked at any node while writes commit are
@@ -81,7 +99,11 @@ fn reads_among_writes(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn reads_at_any_node_are_answered_and_never_stale_on_a_lossy_network() {
-    sweep("reads_at_any_node_are_answered_and_never_stale_on_a_lossy_network", 20, reads_among_writes);
+    sweep(
+        "reads_at_any_node_are_answered_and_never_stale_on_a_lossy_network",
+        50,
+        reads_among_writes,
+    );
 }
 
 /// A leader cut off with one follower keeps believing it leads for a while.
@@ -113,5 +135,20 @@ fn deposed_leader_reads(seed: u64) -> Result<(), SimError> {
 
 #[test]
 fn a_deposed_leader_never_serves_a_stale_read() {
-    sweep("a_deposed_leader_never_serves_a_stale_read", 20, deposed_leader_reads);
+    sweep(
+        "a_deposed_leader_never_serves_a_stale_read",
+        50,
+        deposed_leader_reads,
+    );
 }
+
+/// Every scenario of this file, for the speed benchmark (benches/sim_speed.rs).
+#[allow(dead_code)]
+pub const SCENARIOS: &[sim::Scenario] = &[
+    (
+        "stale_leader_read_never_returns",
+        stale_leader_read_never_returns,
+    ),
+    ("reads_among_writes", reads_among_writes),
+    ("deposed_leader_reads", deposed_leader_reads),
+];

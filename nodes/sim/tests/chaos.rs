@@ -1,0 +1,66 @@
+//! Everything at once, drawn per seed: a lossy, duplicating network, random
+//! crashes (some before a Ready is persisted), partitions and disconnects
+//! every 50-500 ms, snapshots every 20 entries (the ReadIndex reads run in
+//! tests/read_index.rs); clients propose throughout. Safety is checked after
+//! every Ready; the run ends with a liveness phase: healed, everyone up, all
+//! five agree within 10 s.
+
+use sim::faults::{next_faults, NemesisConfig};
+use sim::lab::{self, command};
+use sim::{claim, sweep, NetConfig, Sim, SimConfig, SimError};
+use std::time::Duration;
+
+fn chaos(seed: u64) -> Result<(), SimError> {
+    let mut config = SimConfig::new(5, seed);
+    config.net = NetConfig::unreliable().with_duplication(0.05);
+    config.snapshot_every_entries = Some(20);
+    config.raft.snapshot_chunk_bytes = 8;
+    let mut sim = Sim::with_log(config)?;
+    let nemesis = NemesisConfig::chaos(5);
+    let ids = sim.ids().to_vec();
+    let mut next_fault_us = 0;
+    let mut value = 0u64;
+    while sim.now() < Duration::from_secs(30) {
+        if sim.now_us() >= next_fault_us {
+            let crashed = sim.crashed();
+            let faults = next_faults(sim.rng(), &nemesis, &ids, &crashed);
+            for fault in &faults {
+                sim.apply_fault(fault)?;
+            }
+            next_fault_us = sim.now_us()
+                + sim
+                    .rng()
+                    .between(nemesis.interval_us_min, nemesis.interval_us_max);
+        }
+        if let Some(leader) = lab::current_leader(&sim) {
+            value += 1;
+            let _ = sim.propose(leader, command(value));
+        }
+        sim.run_for(Duration::from_millis(20))?;
+    }
+    sim.heal();
+    sim.set_network(NetConfig::reliable());
+    for &n in &ids {
+        sim.restart(n)?;
+    }
+    lab::one(&mut sim, &command(u64::MAX), 5, true)?;
+    claim!(
+        sim,
+        sim.max_applied_index() > 1,
+        "nothing but the final command committed in 30 s of chaos"
+    );
+    Ok(())
+}
+
+#[test]
+fn chaos_random_faults_never_break_safety_and_the_cluster_recovers() {
+    sweep(
+        "chaos_random_faults_never_break_safety_and_the_cluster_recovers",
+        25,
+        chaos,
+    );
+}
+
+/// Every scenario of this file, for the speed benchmark (benches/sim_speed.rs).
+#[allow(dead_code)]
+pub const SCENARIOS: &[sim::Scenario] = &[("chaos", chaos)];
