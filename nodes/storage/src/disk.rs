@@ -266,11 +266,14 @@ impl DiskStorage {
     }
 
     /// Bytes in the WAL's segment files (the "log size" of `node status`).
-    pub fn wal_bytes(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
-            .sum()
+    pub fn wal_bytes(&self) -> Result<u64, StorageError> {
+        let mut total = 0;
+        for s in &self.segments {
+            let meta = std::fs::metadata(&s.path)
+                .map_err(|e| StorageError::io("stat segment", &s.path, e))?;
+            total += meta.len();
+        }
+        Ok(total)
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
