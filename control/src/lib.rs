@@ -9,6 +9,7 @@
 //!
 //! Concepts follow Jepsen: a test is nodes + db + client + generator + nemesis + checker.
 
+pub mod analyze;
 pub mod client;
 pub mod cluster;
 pub mod cmd;
@@ -21,3 +22,4 @@ pub mod netns;
 pub mod results;
 pub mod runner;
 pub mod ssh;
+pub mod workload;

@@ -1,1 +1,533 @@
+//! The test runner: provision, install, run clients and the nemesis schedule, heal, recover,
+//! collect logs, tear down, check, write the results folder.
+//!
+//! Every exit path after provisioning runs the same tail — heal everything, stop clients,
+//! collect logs, tear the cluster down — whether the run finished, failed or was interrupted
+//! (the `interrupted` flag, set by the CLI's Ctrl-C handler). The history is on disk line by
+//! line throughout, so even a killed control process leaves a readable history.
 
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::analyze::{self, Validity};
+use crate::client::{ClientFactory, Completion, Generator};
+use crate::cluster::hosts::{SshCluster, SshClusterOptions};
+use crate::cluster::local::{LocalCluster, LocalOptions};
+use crate::cluster::{Cluster, ClusterError, Node};
+use crate::db::{self, Db};
+use crate::history::{Event, EventType, HistoryWriter, TestClock};
+use crate::nemesis::apply::ClusterNemesis;
+use crate::nemesis::schedule::Schedule;
+use crate::nemesis::{Fault, Nemesis, NemesisEvent, NemesisKind};
+use crate::results::RunDir;
+use crate::workload::{KvGenerator, StandinClients};
+
+/// Which machines.
+#[derive(Debug, Clone)]
+pub enum ClusterChoice {
+    /// Network namespaces on this machine (root).
+    Local,
+    /// Real hosts from a hosts file.
+    Ssh {
+        hosts: PathBuf,
+        user: String,
+        key: PathBuf,
+        known_hosts: PathBuf,
+    },
+}
+
+/// Everything a test run needs to know; the CLI fills it from flags.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    pub name: String,
+    pub cluster: ClusterChoice,
+    pub nodes: usize,
+    /// Length of the faulty part of the test (before the final recovery).
+    pub time: Duration,
+    pub workload: String,
+    pub nemesis: BTreeSet<NemesisKind>,
+    pub mutation: Option<String>,
+    pub db: String,
+    pub seed: u64,
+    /// Concurrent logical processes (client threads).
+    pub concurrency: usize,
+    pub results_root: PathBuf,
+    pub faulty: Duration,
+    pub healed: Duration,
+    /// Clients keep running this long after the final heal.
+    pub recovery: Duration,
+    pub op_timeout: Duration,
+    /// Target operations per second over all clients (0: as fast as they go). Histories of
+    /// a few thousand operations per key keep the linearizability check fast.
+    pub rate: u32,
+    pub check_timeout: Duration,
+    /// Draw a progress display on stderr.
+    pub progress: bool,
+    /// The stand-in daemon's binary (default: `standin` beside this executable).
+    pub standin_binary: Option<PathBuf>,
+}
+
+impl TestOptions {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            cluster: ClusterChoice::Local,
+            nodes: 5,
+            time: Duration::from_secs(120),
+            workload: "kv".into(),
+            nemesis: NemesisKind::ALL.into_iter().collect(),
+            mutation: None,
+            db: "standin".into(),
+            seed: 0,
+            concurrency: 10,
+            results_root: PathBuf::from("results"),
+            faulty: Duration::from_secs(10),
+            healed: Duration::from_secs(10),
+            recovery: Duration::from_secs(5),
+            op_timeout: Duration::from_secs(1),
+            rate: 200,
+            check_timeout: Duration::from_secs(60),
+            progress: true,
+            standin_binary: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("bad option: {0}")]
+    BadOption(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Results(#[from] crate::results::ResultsError),
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
+    #[error("setting up the database: {0}")]
+    Db(String),
+    #[error("nemesis: {0}")]
+    Nemesis(String),
+    #[error(transparent)]
+    Analyze(#[from] analyze::AnalyzeError),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub run_dir: PathBuf,
+    /// The cluster's tag (its namespaces and files are gone by now).
+    pub tag: String,
+    pub validity: Validity,
+    /// Errors met during the run (the verdict still stands on the history recorded).
+    pub errors: Vec<String>,
+    pub interrupted: bool,
+}
+
+/// The Db for `--db`, and its checker model for `--workload`.
+fn choose_db(options: &TestOptions) -> Result<(Box<dyn Db>, &'static str), RunError> {
+    if let Some(mutation) = &options.mutation {
+        return Err(RunError::BadOption(format!(
+            "mutation `{mutation}` needs the KV node daemon, which the stand-in cannot emulate"
+        )));
+    }
+    let model = match options.workload.as_str() {
+        "kv" => "kv",
+        other => {
+            return Err(RunError::BadOption(format!(
+                "workload `{other}` is not available with --db {} (available: kv)",
+                options.db
+            )))
+        }
+    };
+    match options.db.as_str() {
+        "standin" => {
+            let binary = options
+                .standin_binary
+                .clone()
+                .or_else(|| std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("standin"))))
+                .filter(|p| p.exists())
+                .ok_or_else(|| RunError::BadOption("the `standin` binary is not beside `control`; build with `cargo build -p control`".into()))?;
+            Ok((Box::new(db::standin_db(binary)), model))
+        }
+        other => Err(RunError::BadOption(format!(
+            "db `{other}` is not available yet (available: standin; the KV node's Db is not wired in)"
+        ))),
+    }
+}
+
+fn provision(
+    options: &TestOptions,
+    tag_hint: Option<String>,
+) -> Result<Box<dyn Cluster>, RunError> {
+    Ok(match &options.cluster {
+        ClusterChoice::Local => Box::new(LocalCluster::provision(&LocalOptions {
+            nodes: options.nodes,
+            tag: tag_hint,
+            subnet: None,
+        })?),
+        ClusterChoice::Ssh {
+            hosts,
+            user,
+            key,
+            known_hosts,
+        } => {
+            let mut ssh =
+                SshClusterOptions::from_hosts_file(hosts, user, key.clone(), known_hosts.clone())?;
+            ssh.tag = tag_hint;
+            Box::new(SshCluster::connect(ssh)?)
+        }
+    })
+}
+
+/// Appends nemesis events to `nemesis.jsonl` as they happen, and keeps them.
+struct NemesisLog {
+    file: Option<File>,
+    clock: TestClock,
+    events: Vec<NemesisEvent>,
+}
+
+impl NemesisLog {
+    /// Records an action that began at `time` and has just ended.
+    fn record(&mut self, time: u64, phase: &str, fault: Option<&Fault>, error: Option<String>) {
+        let event = NemesisEvent {
+            time,
+            end_time: self.clock.now_ns(),
+            phase: phase.to_string(),
+            kind: fault.map(Fault::kind),
+            nodes: fault.map(Fault::nodes).unwrap_or_default(),
+            fault: fault.cloned(),
+            error,
+        };
+        if let (Some(file), Ok(line)) = (self.file.as_mut(), serde_json::to_string(&event)) {
+            let _ = file.write_all(format!("{line}\n").as_bytes());
+        }
+        self.events.push(event);
+    }
+}
+
+/// Shared between the clients, the nemesis loop and the progress display.
+struct Shared {
+    stop: AtomicBool,
+    ops: AtomicU64,
+    ok: AtomicU64,
+    current: Mutex<String>,
+}
+
+/// Runs one test. Returns the outcome once the results folder is complete.
+pub fn run_test(options: &TestOptions, interrupted: &AtomicBool) -> Result<Outcome, RunError> {
+    if options.nodes == 0 || options.concurrency == 0 || options.time.is_zero() {
+        return Err(RunError::BadOption(
+            "nodes, concurrency and time must be positive".into(),
+        ));
+    }
+    eprintln!("SEED={}", options.seed);
+    let (db, model) = choose_db(options)?;
+    let run = RunDir::create(&options.results_root, &options.name, chrono::Local::now())?;
+    eprintln!("control: results in {}", run.path.display());
+    let provisioning = Instant::now();
+    let mut cluster = provision(options, None)?;
+    eprintln!(
+        "control: cluster {} with {} nodes ready in {:.1} s",
+        cluster.tag(),
+        cluster.nodes().len(),
+        provisioning.elapsed().as_secs_f64()
+    );
+    // Time 0 of the history and the nemesis events: the cluster exists.
+    let clock = TestClock::new();
+    let history = HistoryWriter::create(&run.history_jsonl(), clock)?;
+    let mut log = NemesisLog {
+        file: OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run.nemesis_jsonl())
+            .ok(),
+        clock,
+        events: Vec::new(),
+    };
+    let mut errors = Vec::new();
+    if let Err(e) = drive(&*cluster, &*db, options, &history, &mut log, interrupted) {
+        errors.push(e.to_string());
+    }
+    for node in cluster.nodes() {
+        if let Err(e) = db.stop(&*cluster, node) {
+            errors.push(format!("stopping {}: {e}", node.name));
+        }
+        if let Err(e) = db::collect_logs(&*db, &*cluster, node, &run.node_dir(&node.name)) {
+            errors.push(format!("collecting logs of {}: {e}", node.name));
+        }
+    }
+    let tag = cluster.tag().to_string();
+    if let Err(e) = cluster.teardown() {
+        errors.push(format!("teardown: {e}"));
+    }
+    drop(cluster);
+    let analysis = analyze::analyze(&run, model, options.check_timeout)?;
+    let info = json!({
+        "test": options.name,
+        "db": options.db,
+        "workload": options.workload,
+        "model": model,
+        "nemesis": options.nemesis.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        "nodes": options.nodes,
+        "time_s": options.time.as_secs_f64(),
+        "seed": options.seed,
+        "concurrency": options.concurrency,
+        "interrupted": interrupted.load(Ordering::SeqCst),
+        "errors": errors,
+    });
+    run.write_results(&analyze::results_json(&info, &analysis, &log.events))?;
+    // A run that could not do its job (setup failed, nemesis could not heal) is no evidence.
+    let validity = if errors.is_empty() || analysis.validity == Validity::Invalid {
+        analysis.validity
+    } else {
+        Validity::Unknown
+    };
+    Ok(Outcome {
+        run_dir: run.path,
+        tag,
+        validity,
+        errors,
+        interrupted: interrupted.load(Ordering::SeqCst),
+    })
+}
+
+/// Install, start, run clients and nemesis, final heal and recovery. Always heals before
+/// returning once the nemesis is set up.
+fn drive(
+    cluster: &dyn Cluster,
+    db: &dyn Db,
+    options: &TestOptions,
+    history: &HistoryWriter,
+    log: &mut NemesisLog,
+    interrupted: &AtomicBool,
+) -> Result<(), RunError> {
+    let nodes = cluster.nodes().to_vec();
+    thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                scope.spawn(move || {
+                    db.setup(cluster, node)
+                        .and_then(|()| db.start(cluster, node))
+                })
+            })
+            .collect();
+        for (node, handle) in nodes.iter().zip(handles) {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(RunError::Db(format!("{}: {e}", node.name))),
+                Err(_) => return Err(RunError::Db(format!("{}: setup panicked", node.name))),
+            }
+        }
+        Ok(())
+    })?;
+    let mut nemesis = ClusterNemesis::new(cluster, db);
+    nemesis
+        .setup()
+        .map_err(|e| RunError::Nemesis(e.to_string()))?;
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let mut schedule = Schedule::new(options.seed, &options.nemesis, &names);
+    schedule.faulty = options.faulty;
+    schedule.healed = options.healed;
+    let shared = Shared {
+        stop: AtomicBool::new(false),
+        ops: AtomicU64::new(0),
+        ok: AtomicU64::new(0),
+        current: Mutex::new("none".into()),
+    };
+    let factory: Arc<dyn ClientFactory> = Arc::new(StandinClients {
+        primary: nodes[0].clone(),
+    });
+    let progress = if options.progress {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let clock = history.clock();
+    let started = Instant::now();
+    let mut result = Ok(());
+    thread::scope(|scope| {
+        for worker in 0..options.concurrency {
+            let (shared, factory, nodes) = (&shared, factory.clone(), &nodes);
+            let netns = cluster.client_netns();
+            scope.spawn(move || {
+                client_loop(worker, options, history, shared, &*factory, nodes, netns)
+            });
+        }
+        let tick = |progress: &ProgressBar, shared: &Shared| {
+            let current = shared.current.lock().map(|c| c.clone()).unwrap_or_default();
+            progress.set_message(format!(
+                "ops {} (ok {}) | nemesis: {current}",
+                shared.ops.load(Ordering::Relaxed),
+                shared.ok.load(Ordering::Relaxed)
+            ));
+            progress.tick();
+        };
+        // Sleeps until `deadline`, redrawing; false when interrupted.
+        let wait = |deadline: Instant| -> bool {
+            while Instant::now() < deadline {
+                if interrupted.load(Ordering::SeqCst) {
+                    return false;
+                }
+                tick(&progress, &shared);
+                thread::sleep(
+                    Duration::from_millis(100)
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                );
+            }
+            !interrupted.load(Ordering::SeqCst)
+        };
+        let end = started + options.time;
+        'schedule: while Instant::now() < end {
+            if !wait((Instant::now() + schedule.healed).min(end)) {
+                break;
+            }
+            if Instant::now() >= end {
+                break;
+            }
+            let leader = db.leader(cluster);
+            let Some(fault) = schedule.next_fault(leader.as_deref()) else {
+                if !wait(end) {
+                    break 'schedule;
+                }
+                continue;
+            };
+            set_current(&shared, &fault.describe());
+            let time = clock.now_ns();
+            let error = nemesis.start(&fault).err().map(|e| e.to_string());
+            log.record(time, "start", Some(&fault), error.clone());
+            let keep_going = wait((Instant::now() + schedule.faulty).min(end));
+            let time = clock.now_ns();
+            let stop_error = nemesis.stop(&fault).err().map(|e| e.to_string());
+            log.record(time, "stop", Some(&fault), stop_error);
+            set_current(&shared, "none");
+            if !keep_going {
+                break;
+            }
+        }
+        set_current(&shared, "healing");
+        let time = clock.now_ns();
+        let heal = nemesis.heal_all().err().map(|e| e.to_string());
+        log.record(time, "heal-all", None, heal.clone());
+        if let Some(e) = heal {
+            result = Err(RunError::Nemesis(format!("final heal failed: {e}")));
+        }
+        set_current(&shared, "none (recovery)");
+        wait(Instant::now() + options.recovery);
+        shared.stop.store(true, Ordering::SeqCst);
+    });
+    progress.finish_and_clear();
+    let _ = nemesis.remove();
+    eprintln!(
+        "control: {} operations ({} ok) in {:.1} s",
+        shared.ops.load(Ordering::Relaxed),
+        shared.ok.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    result
+}
+
+fn set_current(shared: &Shared, text: &str) {
+    if let Ok(mut current) = shared.current.lock() {
+        *current = text.to_string();
+    }
+}
+
+/// One client thread: a logical process at a time; after an `info` the process is retired and
+/// the thread continues as process `p + concurrency` with a fresh client (Jepsen's rule).
+fn client_loop(
+    worker: usize,
+    options: &TestOptions,
+    history: &HistoryWriter,
+    shared: &Shared,
+    factory: &dyn ClientFactory,
+    nodes: &[Node],
+    netns: Option<String>,
+) {
+    if let Some(ns) = netns {
+        if let Err(e) = crate::netns::enter(&ns) {
+            eprintln!("control: client {worker}: {e}");
+            return;
+        }
+    }
+    let concurrency = options.concurrency as u64;
+    let mut process = worker as u64;
+    let mut generator = KvGenerator::new(
+        options.seed.wrapping_add(0x9e37_79b9 * (worker as u64 + 1)),
+        5,
+    );
+    let mut client = None;
+    let node = &nodes[worker % nodes.len()];
+    // Each client paces itself to its share of the rate; the first op is staggered.
+    let interval = (options.rate > 0)
+        .then(|| Duration::from_secs_f64(concurrency as f64 / f64::from(options.rate)));
+    let mut next = Instant::now()
+        + interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(worker as f64 / concurrency as f64)
+        });
+    while !shared.stop.load(Ordering::SeqCst) {
+        if let Some(interval) = interval {
+            let now = Instant::now();
+            if next > now {
+                thread::sleep((next - now).min(Duration::from_millis(100)));
+                continue;
+            }
+            next = (next + interval).max(now);
+        }
+        let active = match &mut client {
+            Some(c) => c,
+            None => match factory.open(node, process) {
+                Ok(c) => client.insert(c),
+                Err(e) => {
+                    eprintln!("control: process {process}: {e}");
+                    thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            },
+        };
+        let op = generator.next_op(process);
+        let invoke = Event::new(
+            process,
+            EventType::Invoke,
+            &op.f,
+            op.key.as_deref(),
+            op.value.clone(),
+        );
+        if history.record(invoke).is_err() {
+            return;
+        }
+        let completion = active.invoke(&op, options.op_timeout);
+        let (kind, value, error) = match completion {
+            Completion::Ok(value) => (EventType::Ok, value, None),
+            Completion::Fail(e) => (EventType::Fail, op.value.clone(), Some(e)),
+            Completion::Info(e) => (EventType::Info, op.value.clone(), Some(e)),
+        };
+        let mut done = Event::new(process, kind, &op.f, op.key.as_deref(), value);
+        done.error = error;
+        done.node = Some(node.name.clone());
+        if history.record(done).is_err() {
+            return;
+        }
+        shared.ops.fetch_add(1, Ordering::Relaxed);
+        if kind == EventType::Ok {
+            shared.ok.fetch_add(1, Ordering::Relaxed);
+        }
+        if kind == EventType::Info {
+            process += concurrency;
+            client = None;
+        }
+    }
+}

@@ -187,6 +187,10 @@ impl Cluster for SshCluster {
         &self.ssh
     }
 
+    fn client_netns(&self) -> Option<String> {
+        self.ssh.settings.netns.clone()
+    }
+
     /// On each host: signals the live processes named in our pid files (TERM, then KILL), removes
     /// our iptables chain and the node directory. Then closes the SSH masters.
     fn teardown(&mut self) -> Result<(), ClusterError> {

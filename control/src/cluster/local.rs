@@ -354,6 +354,10 @@ impl Cluster for LocalCluster {
         &self.ssh
     }
 
+    fn client_netns(&self) -> Option<String> {
+        Some(self.namespace("ctl"))
+    }
+
     fn teardown(&mut self) -> Result<(), ClusterError> {
         if self.torn_down {
             return Ok(());

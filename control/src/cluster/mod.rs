@@ -47,6 +47,11 @@ pub trait Cluster: Send + Sync {
     fn staging_dir(&self) -> PathBuf {
         PathBuf::from(format!("{BASE_DIR}/{}/staging", self.tag()))
     }
+    /// The network namespace clients must create their sockets in to reach the nodes
+    /// (`None`: reachable from here).
+    fn client_netns(&self) -> Option<String> {
+        None
+    }
     fn node(&self, name: &str) -> Option<&Node> {
         self.nodes().iter().find(|n| n.name == name)
     }

@@ -194,8 +194,11 @@ impl Nemesis for RecordingNemesis {
 /// clock (the history's `time`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NemesisEvent {
-    /// Nanoseconds since the test began.
+    /// Nanoseconds since the test began, when the nemesis was asked to act.
     pub time: u64,
+    /// When it had finished acting (applying rules over SSH, restarting a node takes time).
+    #[serde(default)]
+    pub end_time: u64,
     /// `start`, `stop` or `heal-all`.
     pub phase: String,
     pub kind: Option<NemesisKind>,

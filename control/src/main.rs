@@ -1,0 +1,295 @@
+//! `control`: the Jepsen-style control process.
+//!
+//! Exit status: 0 every check passed; 1 a check failed (not linearizable, malformed history);
+//! 2 bad usage or a setup failure (nothing was checked); 3 unknown (the checker ran out of
+//! budget, or the run hit errors that make its evidence incomplete); 130 interrupted twice.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use control::analyze::{self, Validity};
+use control::cluster::{local, stale};
+use control::nemesis;
+use control::results::RunDir;
+use control::runner::{self, ClusterChoice, TestOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "control",
+    version,
+    about = "Jepsen-style tests: provision a cluster, run workloads under faults, check the history"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a test: provision, install, run clients under the nemesis, heal, check, report.
+    Test(Box<TestArgs>),
+    /// Remove what earlier runs left behind (namespaces, processes, files), by tag.
+    Teardown(TeardownArgs),
+    /// Re-check a stored run's history and rewrite its results.json, history.edn, report.html.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Number of nodes (local cluster).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Seconds of workload under faults, before the final heal and recovery.
+    #[arg(long, default_value_t = 120)]
+    time: u64,
+    /// Workload: kv (get/put/append with unique values).
+    #[arg(long, default_value = "kv")]
+    workload: String,
+    /// Faults: comma-separated partition,kill,pause, or all, or none.
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// Start the database with a deliberate bug (e.g. stale-reads) to prove the check fails.
+    #[arg(long)]
+    mutation: Option<String>,
+    /// Database: standin (a non-replicated stand-in daemon; the KV node is not wired in yet).
+    #[arg(long, default_value = "standin")]
+    db: String,
+    /// Seed of every random choice (faults, operations); random when absent, always printed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Cluster: local (network namespaces, needs root) or ssh (real hosts, needs --hosts).
+    #[arg(long, default_value = "local")]
+    cluster: String,
+    /// Hosts file for --cluster ssh: `address` or `name address` per line.
+    #[arg(long)]
+    hosts: Option<PathBuf>,
+    /// SSH user for --cluster ssh (non-root users need passwordless sudo).
+    #[arg(long, default_value = "root")]
+    user: String,
+    /// Private key for --cluster ssh.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// known_hosts pinning the hosts' keys for --cluster ssh.
+    #[arg(long)]
+    known_hosts: Option<PathBuf>,
+    /// Seconds each fault lasts.
+    #[arg(long, default_value_t = 10)]
+    faulty: u64,
+    /// Seconds of calm between faults.
+    #[arg(long, default_value_t = 10)]
+    healed: u64,
+    /// Seconds clients keep running after the final heal.
+    #[arg(long, default_value_t = 5)]
+    recovery: u64,
+    /// Milliseconds before an operation is abandoned (becomes info).
+    #[arg(long, default_value_t = 1000)]
+    op_timeout_ms: u64,
+    /// Target operations per second over all clients (0: unlimited).
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Seconds the linearizability check may take before answering unknown.
+    #[arg(long, default_value_t = 120)]
+    check_timeout: u64,
+    /// Results root.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Test name (results/<name>/...); default: <db>-<workload>.
+    #[arg(long)]
+    name: Option<String>,
+    /// No progress display.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct TeardownArgs {
+    /// Tear down the run with this tag (namespaces rj-<tag>-*, /var/tmp/rj/<tag>).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Tear down every run whose control process is gone.
+    #[arg(long)]
+    all_stale: bool,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// A run folder (results/<test>/<timestamp> or results/<test>/latest).
+    folder: PathBuf,
+    /// Checker model; default: the one results.json names, else kv.
+    #[arg(long)]
+    model: Option<String>,
+    /// Seconds the check may take before answering unknown.
+    #[arg(long, default_value_t = 120)]
+    check_timeout: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Test(args) => test(*args),
+        Command::Teardown(args) => teardown(args),
+        Command::Analyze(args) => analyze_folder(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("control: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn exit_code(validity: Validity) -> u8 {
+    u8::try_from(validity.exit_code()).unwrap_or(2)
+}
+
+fn test(args: TestArgs) -> anyhow::Result<u8> {
+    let nemesis = nemesis::parse_kinds(&args.nemesis)?;
+    let cluster = match args.cluster.as_str() {
+        "local" => ClusterChoice::Local,
+        "ssh" => ClusterChoice::Ssh {
+            hosts: args
+                .hosts
+                .clone()
+                .context("--cluster ssh needs --hosts FILE")?,
+            user: args.user.clone(),
+            key: args.key.clone().context("--cluster ssh needs --key FILE")?,
+            known_hosts: args
+                .known_hosts
+                .clone()
+                .context("--cluster ssh needs --known-hosts FILE")?,
+        },
+        other => bail!("unknown cluster `{other}` (want local or ssh)"),
+    };
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", args.db, args.workload));
+    let mut options = TestOptions::new(&name);
+    options.cluster = cluster;
+    options.nodes = args.nodes;
+    options.time = Duration::from_secs(args.time);
+    options.workload = args.workload;
+    options.nemesis = nemesis;
+    options.mutation = args.mutation;
+    options.db = args.db;
+    options.seed = seed;
+    options.concurrency = args.concurrency;
+    options.results_root = args.results;
+    options.faulty = Duration::from_secs(args.faulty);
+    options.healed = Duration::from_secs(args.healed);
+    options.recovery = Duration::from_secs(args.recovery);
+    options.op_timeout = Duration::from_millis(args.op_timeout_ms);
+    options.check_timeout = Duration::from_secs(args.check_timeout);
+    options.rate = args.rate;
+    options.progress = !args.quiet;
+
+    // First Ctrl-C: finish the run early (heal, collect logs, tear down, check what was
+    // recorded). Second: tear down at once and exit 130.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ncontrol: interrupted again; tearing down now");
+            for (tag, result) in local::teardown_active() {
+                if let Err(e) = result {
+                    eprintln!("control: teardown {tag}: {e}");
+                }
+            }
+            std::process::exit(130);
+        }
+        eprintln!("\ncontrol: interrupted; healing, collecting logs and tearing down (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let outcome = runner::run_test(&options, &interrupted)?;
+    for error in &outcome.errors {
+        eprintln!("control: during the run: {error}");
+    }
+    let verdict = match outcome.validity {
+        Validity::Valid => "valid",
+        Validity::Invalid => "INVALID",
+        Validity::Unknown => "unknown",
+    };
+    println!("{verdict}: {}", outcome.run_dir.display());
+    let report = outcome.run_dir.join("report.html");
+    if report.exists() {
+        println!("report: {}", report.display());
+    }
+    Ok(exit_code(outcome.validity))
+}
+
+fn teardown(args: TeardownArgs) -> anyhow::Result<u8> {
+    let tags = match (args.tag, args.all_stale) {
+        (Some(tag), _) => {
+            if stale::owner_alive(&tag) {
+                bail!("run {tag} is still owned by a live control process; stop it first");
+            }
+            vec![tag]
+        }
+        (None, true) => stale::stale_tags(),
+        (None, false) => bail!("give --tag TAG or --all-stale"),
+    };
+    if tags.is_empty() {
+        println!("nothing to tear down");
+    }
+    let mut failed = false;
+    for tag in tags {
+        match stale::teardown_tag(&tag) {
+            Ok(report) => println!(
+                "{tag}: removed {} namespaces, terminated {:?}, killed {:?}",
+                report.namespaces.len(),
+                report.terminated,
+                report.killed
+            ),
+            Err(e) => {
+                eprintln!("{tag}: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 2 } else { 0 })
+}
+
+fn analyze_folder(args: AnalyzeArgs) -> anyhow::Result<u8> {
+    let run = RunDir::open(&args.folder)?;
+    let previous: serde_json::Value = std::fs::read_to_string(run.results_json())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let model = args
+        .model
+        .or_else(|| previous["run"]["model"].as_str().map(String::from))
+        .unwrap_or_else(|| "kv".into());
+    let analysis = analyze::analyze(&run, &model, Duration::from_secs(args.check_timeout))?;
+    let nemesis = analyze::read_nemesis(&run);
+    let mut info = previous["run"].clone();
+    if info.is_null() {
+        info = serde_json::json!({ "model": model });
+    }
+    run.write_results(&analyze::results_json(&info, &analysis, &nemesis))?;
+    println!(
+        "{}: {} operations ({} ok, {} fail, {} info); results.json rewritten",
+        match analysis.validity {
+            Validity::Valid => "valid",
+            Validity::Invalid => "INVALID",
+            Validity::Unknown => "unknown",
+        },
+        analysis.summary.invokes,
+        analysis.summary.ok,
+        analysis.summary.fail,
+        analysis.summary.info
+    );
+    Ok(exit_code(analysis.validity))
+}
