@@ -92,16 +92,16 @@ impl Raft {
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
         self.read_heartbeat_pending = false;
+        // Every heartbeat carries a fresh round: a read registered now gets
+        // the next round, so only acknowledgements of heartbeats sent after
+        // it can confirm it (an old round's acks prove nothing about now).
         let round = self.read_round;
+        self.read_round += 1;
         if self.cfg.read_mode == ReadMode::Lease {
-            // Every round gets its own send time, bounded history.
             self.heartbeat_sent_ticks.push_back((round, self.now_ticks));
             if self.heartbeat_sent_ticks.len() > MAX_LEASE_ROUNDS_REMEMBERED {
                 self.heartbeat_sent_ticks.pop_front();
             }
-            self.read_round += 1;
-        } else if self.pending_reads.back().is_some_and(|r| r.round == round) {
-            self.read_round += 1;
         }
         for to in self.peer_ids() {
             let commit = self
@@ -290,7 +290,7 @@ impl Raft {
                 Ok(())
             }
             MessageBody::HeartbeatResponse { read_round } => {
-                if read_round >= self.read_round.saturating_add(1) {
+                if read_round >= self.read_round {
                     return Err(StepError::Malformed {
                         from,
                         reason: "read round never sent",

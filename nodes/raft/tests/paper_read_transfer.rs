@@ -227,3 +227,28 @@ fn transfer_to_unreachable_target_is_aborted() {
     assert_eq!(c.leaders(), vec![1]);
     assert!(c.node(1).propose(b"again".to_vec()).is_ok());
 }
+
+/// Regression (sim read_index SEED=2): acknowledgements of heartbeat rounds
+/// sent before a read was asked must not confirm it. A leader cut off with
+/// one follower (2 of 5) hears that follower answer; the other three only
+/// answered older rounds, so the read must stay unanswered.
+#[test]
+fn old_round_acks_do_not_confirm_a_new_read() {
+    let mut c = Cluster::new(5);
+    c.elect(1);
+    c.propose(1, b"x");
+    c.tick_all(4); // several heartbeat rounds acknowledged by everyone
+    for a in [1, 2] {
+        for b in [3, 4, 5] {
+            c.cut.insert((a, b));
+            c.cut.insert((b, a));
+        }
+    }
+    c.node(1).read_index(b"stale?".to_vec()).unwrap();
+    for _ in 0..6 {
+        c.tick(1);
+        c.tick(2);
+        c.deliver_all();
+    }
+    assert!(reads(&c, 1).is_empty(), "read confirmed by 2 of 5");
+}
