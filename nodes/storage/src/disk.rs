@@ -195,6 +195,7 @@ impl DiskStorage {
                     sequence: 1,
                     path,
                     max_entry_index: 0,
+                    bytes: SEGMENT_HEADER_BYTES as u64,
                 });
                 (file, SEGMENT_HEADER_BYTES as u64)
             }
@@ -266,14 +267,13 @@ impl DiskStorage {
     }
 
     /// Bytes in the WAL's segment files (the "log size" of `node status`).
-    pub fn wal_bytes(&self) -> Result<u64, StorageError> {
-        let mut total = 0;
-        for s in &self.segments {
-            let meta = std::fs::metadata(&s.path)
-                .map_err(|e| StorageError::io("stat segment", &s.path, e))?;
-            total += meta.len();
-        }
-        Ok(total)
+    /// Kept in memory (no stat calls): sealed segments never change size.
+    pub fn wal_bytes(&self) -> u64 {
+        let sealed: u64 = self.segments[..self.segments.len().saturating_sub(1)]
+            .iter()
+            .map(|s| s.bytes)
+            .sum();
+        sealed + self.active_bytes
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
@@ -300,6 +300,9 @@ impl DiskStorage {
             return Ok(());
         }
         self.sync_active()?;
+        if let Some(sealed) = self.segments.last_mut() {
+            sealed.bytes = self.active_bytes;
+        }
         let sequence = self.segments.last().map_or(1, |s| s.sequence + 1);
         let (file, path) = segment::create(&self.wal_dir, sequence, self.next_batch)?;
         tracing::debug!(file = %path.display(), "started a new WAL segment");
@@ -307,6 +310,7 @@ impl DiskStorage {
             sequence,
             path,
             max_entry_index: 0,
+            bytes: SEGMENT_HEADER_BYTES as u64,
         });
         self.active = file;
         self.active_bytes = SEGMENT_HEADER_BYTES as u64;

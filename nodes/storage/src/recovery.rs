@@ -23,6 +23,8 @@ pub(crate) struct SegmentInfo {
     /// Highest entry index ever written into this segment (0 if none).
     /// Once the snapshot covers it, nothing in the segment is needed.
     pub(crate) max_entry_index: Index,
+    /// File length (for the active segment: as of recovery or the roll).
+    pub(crate) bytes: u64,
 }
 
 /// What recovery cut off the end of the last segment. Logged as a warning
@@ -117,6 +119,7 @@ pub(crate) fn replay(wal_dir: &Path) -> Result<Replayed, StorageError> {
             sequence: *sequence,
             path: path.clone(),
             max_entry_index: 0,
+            bytes: bytes.len() as u64,
         };
         let end = scan_segment(path, &bytes, is_last, &mut out, &mut info)?;
         out.last_segment_bytes = bytes.len() as u64;
@@ -135,6 +138,7 @@ pub(crate) fn replay(wal_dir: &Path) -> Result<Replayed, StorageError> {
             };
             cut_torn_tail(&torn)?;
             out.last_segment_bytes = keep_bytes as u64;
+            info.bytes = keep_bytes as u64;
             out.torn_tail = Some(torn);
         }
         out.segments.push(info);

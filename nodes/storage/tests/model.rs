@@ -325,6 +325,16 @@ impl Harness {
             }
         }
         assert_eq!(disk.load_snapshot().expect("load"), model.snapshot);
+        let on_disk: u64 = segment_paths(&self.dir)
+            .expect("segments")
+            .iter()
+            .map(|p| fs::metadata(p).expect("stat").len())
+            .sum();
+        assert_eq!(disk.wal_bytes(), on_disk, "wal_bytes");
+        assert_eq!(
+            disk.segment_count(),
+            segment_paths(&self.dir).expect("segments").len()
+        );
         assert_eq!(self.mem.entries(), model.log);
     }
 }
