@@ -1,5 +1,6 @@
 //! Random histories of appends (with overwrites), compactions, leader
-//! snapshots, syncs, clean reopens and power-loss crashes, run against the
+//! snapshots, syncs, clean reopens and power-loss crashes (which keep a
+//! random part of the unsynced bytes: torn tails), run against the
 //! disk store, the in-memory store and a naive model written here from the
 //! Ready contract alone. `SEED=n` replays a run; `PROPTEST_CASES=n` runs
 //! more histories.
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use storage::inspect::{segment_paths, SEGMENT_HEADER_LEN};
+use storage::inspect::{segment_paths, segment_records, SEGMENT_HEADER_LEN};
 use storage::{
     DiskOptions, DiskStorage, Entry, HardState, LogStore, MemStorage, Recovered, Snapshot,
 };
@@ -76,6 +77,13 @@ impl Model {
 }
 
 #[derive(Debug, Clone)]
+struct PendingAppend {
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    snapshot: Option<Snapshot>,
+}
+
+#[derive(Debug, Clone)]
 enum Op {
     Append {
         back: u8,
@@ -95,7 +103,10 @@ enum Op {
     },
     Sync,
     Reopen,
-    Crash,
+    /// Power loss that keeps a random part (`cut`) of the unsynced bytes.
+    Crash {
+        cut: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -108,7 +119,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u8>(), any::<bool>()).prop_map(|(at, conflict)| Op::LeaderSnapshot { at, conflict }),
         2 => Just(Op::Sync),
         1 => Just(Op::Reopen),
-        1 => Just(Op::Crash),
+        1 => any::<u16>().prop_map(|cut| Op::Crash { cut }),
     ]
 }
 
@@ -121,8 +132,9 @@ struct Harness {
     current: Model,
     /// What survives a power loss right now.
     durable: Model,
-    /// Snapshots appended since `durable`: their files are already durable.
-    pending_snapshots: Vec<Snapshot>,
+    /// Appends since `durable`, each with the last segment's length after
+    /// it: a crash keeps exactly those that end before the cut.
+    pending: Vec<(PendingAppend, u64)>,
     /// The last segment and its length when `durable` was taken.
     synced_segment: (PathBuf, u64),
 }
@@ -136,7 +148,7 @@ impl Harness {
             mem: MemStorage::new(),
             current: Model::default(),
             durable: Model::default(),
-            pending_snapshots: Vec::new(),
+            pending: Vec::new(),
             synced_segment: (PathBuf::new(), 0),
         };
         h.mark_durable();
@@ -158,7 +170,7 @@ impl Harness {
 
     fn mark_durable(&mut self) {
         self.durable = self.current.clone();
-        self.pending_snapshots.clear();
+        self.pending.clear();
         self.synced_segment = self.last_segment();
     }
 
@@ -176,13 +188,19 @@ impl Harness {
             // A new segment is started only after fsyncing the old one, so
             // everything before this append is durable now.
             self.durable = before_model;
-            self.pending_snapshots.clear();
+            self.pending.clear();
             self.synced_segment = (self.last_segment().0, SEGMENT_HEADER_LEN);
         }
         self.current.apply(hs.as_ref(), &entries, snap.as_ref());
-        if let Some(s) = snap {
-            self.pending_snapshots.push(s);
-        }
+        let end = self.last_segment().1;
+        self.pending.push((
+            PendingAppend {
+                hard_state: hs,
+                entries,
+                snapshot: snap,
+            },
+            end,
+        ));
     }
 
     fn sync(&mut self) {
@@ -273,27 +291,55 @@ impl Harness {
                 self.mem.sync().expect("mem sync");
                 self.mark_durable();
             }
-            Op::Crash => {
-                // Power loss: the last segment loses what was not fsynced;
-                // snapshot files written since are already durable.
+            Op::Crash { cut } => {
+                // Power loss: the last segment keeps its synced bytes and a
+                // random part of the rest (a torn tail); sealed segments
+                // and snapshot files were fsynced already.
                 self.disk = None;
-                let (path, len) = self.synced_segment.clone();
-                if path.exists() {
-                    let f = fs::OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .expect("open");
-                    f.set_len(len).expect("cut unsynced bytes");
-                }
+                let (path, synced_len) = self.synced_segment.clone();
+                let len = fs::metadata(&path).expect("stat").len();
+                let keep = synced_len + cut as u64 % (len - synced_len + 1);
+                // Batch boundaries, including a new segment's start batch.
+                let batch_ends: Vec<u64> = segment_records(&path)
+                    .expect("records")
+                    .iter()
+                    .filter(|r| r.end_of_batch)
+                    .map(|r| r.offset + r.bytes)
+                    .collect();
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .expect("open");
+                f.set_len(keep).expect("cut unsynced bytes");
                 let mut expected = self.durable.clone();
-                if let Some(s) = self.pending_snapshots.last() {
+                for (p, end) in &self.pending {
+                    if *end <= keep {
+                        expected.apply(p.hard_state.as_ref(), &p.entries, p.snapshot.as_ref());
+                    }
+                }
+                // The newest snapshot file is applied even if the WAL
+                // record that refers to it was lost.
+                if let Some(s) = self
+                    .pending
+                    .iter()
+                    .rev()
+                    .find_map(|(p, _)| p.snapshot.as_ref())
+                {
                     if s.meta.index > expected.snapshot_index() {
                         expected.install(s);
                     }
                 }
                 let (disk, recovered) = DiskStorage::open(&self.dir, options()).expect("reopen");
                 self.disk = Some(disk);
-                assert_eq!(recovered, expected.recovered(), "after crash");
+                let torn = recovered.torn_tail.is_some();
+                let whole = keep == synced_len || batch_ends.contains(&keep);
+                assert_eq!(
+                    torn, !whole,
+                    "torn tail reported iff the cut split a batch (cut at {keep})"
+                );
+                let mut recovered = recovered;
+                recovered.torn_tail = None;
+                assert_eq!(recovered, expected.recovered(), "after crash cut at {keep}");
                 self.current = expected;
                 self.mem = MemStorage::restore(self.current.recovered()).expect("restore");
                 self.mark_durable();
