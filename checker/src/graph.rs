@@ -32,8 +32,10 @@
 //! at most one operation per process: O(n · processes) edges at worst, about
 //! O(n) for keyed workloads.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
@@ -52,6 +54,54 @@ pub const MAX_EDGES_PER_PARTITION: usize = 20_000_000;
 /// invoked soonest after it returned. A subset of the true constraints, so
 /// still sound, and it bounds the edges when many appends go unread.
 const UNSEEN_APPEND_LINKS_MAX: usize = 8;
+
+/// Maps and sets keyed by small integers and short strings: a fast
+/// multiply-rotate hash (no DoS concern in a checker) instead of SipHash,
+/// which dominated the pre-pass's profile.
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FastHasher>>;
+type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<FastHasher>>;
+
+/// FxHash-style hasher.
+#[derive(Default, Clone, Copy, Debug)]
+struct FastHasher {
+    hash: u64,
+}
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ ((rest.len() as u64) << 59));
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
 
 /// What the pre-pass found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,25 +145,65 @@ pub fn check(history: &History, model: &ModelKind) -> GraphVerdict {
             ))
         }
     };
-    let mut partitions: HashMap<Option<&str>, Vec<usize>> = HashMap::new();
+    let mut partitions: HashMap<Option<&str>, Vec<usize>> = HashMap::default();
     for op in &history.operations {
         partitions.entry(op.key.as_deref()).or_default().push(op.id);
     }
     let mut keys: Vec<Option<&str>> = partitions.keys().copied().collect();
     keys.sort_unstable();
-    let mut not_applicable: Option<String> = None;
-    for key in keys {
-        let ids = &partitions[&key];
-        let partition = Partition { history, key, ids };
-        match partition.check(family) {
-            Ok(()) => {}
-            Err(Stop::Violation(v)) => return GraphVerdict::Violation(v),
-            Err(Stop::NotApplicable(why)) => {
-                if not_applicable.is_none() {
-                    let key = key.map(|k| format!("key {k:?}: ")).unwrap_or_default();
-                    not_applicable = Some(format!("{key}{why}"));
-                }
+    // Partitions are independent: spread them over the cores. The answer is
+    // the violation of the first key (in key order) that has one, so workers
+    // skip keys after the first violating key found so far.
+    let outcomes: Mutex<Vec<Option<Result<(), Stop>>>> =
+        Mutex::new((0..keys.len()).map(|_| None).collect());
+    let next = AtomicUsize::new(0);
+    let first_violation = AtomicUsize::new(usize::MAX);
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= keys.len() || i > first_violation.load(Ordering::Relaxed) {
+            break;
+        }
+        let partition = Partition {
+            history,
+            key: keys[i],
+            ids: &partitions[&keys[i]],
+        };
+        let outcome = partition.check(family);
+        if matches!(outcome, Err(Stop::Violation(_))) {
+            first_violation.fetch_min(i, Ordering::Relaxed);
+        }
+        if let Ok(mut slots) = outcomes.lock() {
+            slots[i] = Some(outcome);
+        }
+    };
+    let threads = if history.operations.len() < PARALLEL_OPERATIONS_MIN {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(keys.len())
+    };
+    if threads <= 1 {
+        worker();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(worker);
             }
+        });
+    }
+    let outcomes = outcomes
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut not_applicable: Option<String> = None;
+    for (key, outcome) in keys.iter().zip(outcomes) {
+        match outcome {
+            Some(Err(Stop::Violation(v))) => return GraphVerdict::Violation(v),
+            Some(Err(Stop::NotApplicable(why))) if not_applicable.is_none() => {
+                let key = key.map(|k| format!("key {k:?}: ")).unwrap_or_default();
+                not_applicable = Some(format!("{key}{why}"));
+            }
+            _ => {}
         }
     }
     match not_applicable {
@@ -121,6 +211,10 @@ pub fn check(history: &History, model: &ModelKind) -> GraphVerdict {
         None => GraphVerdict::NoViolationFound,
     }
 }
+
+/// Below this many operations the pre-pass runs on the calling thread
+/// (starting threads and asking for the core count cost more than the work).
+const PARALLEL_OPERATIONS_MIN: usize = 20_000;
 
 #[derive(Clone, Copy, Debug)]
 enum Family<'a> {
@@ -217,7 +311,7 @@ impl<'h> Partition<'h> {
     // ---------------------------------------------------------------- registers
 
     fn register_blocks(&self, initial: &Value) -> Result<Blocks, Stop> {
-        let mut writer_of: HashMap<&Value, usize> = HashMap::new();
+        let mut writer_of: HashMap<&Value, usize> = HashMap::default();
         let mut reads: Vec<(usize, &Value)> = Vec::new();
         let mut cas_ops: Vec<(usize, &Value, &Value)> = Vec::new();
         for &id in self.ids {
@@ -265,7 +359,7 @@ impl<'h> Partition<'h> {
         }
         // An info write happened if its value was observed; an observed info
         // CAS in turn observed its old value.
-        let mut observed: HashSet<&Value> = HashSet::new();
+        let mut observed: HashSet<&Value> = HashSet::default();
         let mut stack: Vec<&Value> = reads.iter().map(|&(_, v)| v).collect();
         for &(id, old, _) in &cas_ops {
             if self.op(id).status == Status::Ok {
@@ -285,7 +379,7 @@ impl<'h> Partition<'h> {
         }
         let mut blocks = Blocks::default();
         let init = blocks.add(None);
-        let mut block_of: HashMap<&Value, u32> = HashMap::new();
+        let mut block_of: HashMap<&Value, u32> = HashMap::default();
         block_of.insert(initial, init);
         let mut writers: Vec<(&Value, usize)> = writer_of.iter().map(|(&v, &id)| (v, id)).collect();
         writers.sort_unstable_by_key(|&(_, id)| id);
@@ -306,7 +400,7 @@ impl<'h> Partition<'h> {
             };
             blocks.members.push((id, block));
         }
-        let mut consumer: HashMap<u32, usize> = HashMap::new();
+        let mut consumer: HashMap<u32, usize> = HashMap::default();
         for &(id, old, new) in &cas_ops {
             let Some(&to) = block_of.get(new) else {
                 continue; // an info CAS nobody observed: may never have happened
@@ -358,8 +452,8 @@ impl<'h> Partition<'h> {
     }
 
     fn kv_blocks(&self) -> Result<Blocks, Stop> {
-        let mut puts: HashMap<&[u8], usize> = HashMap::new();
-        let mut appends: HashMap<&[u8], usize> = HashMap::new();
+        let mut puts: HashMap<&[u8], usize> = HashMap::default();
+        let mut appends: HashMap<&[u8], usize> = HashMap::default();
         let mut gets: Vec<(usize, &[u8])> = Vec::new();
         for &id in self.ids {
             let op = self.op(id);
@@ -421,12 +515,12 @@ impl<'h> Partition<'h> {
             }
         }
         // Per base, the views must be prefixes of the longest one.
-        let mut by_base: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
+        let mut by_base: HashMap<Option<usize>, Vec<usize>> = HashMap::default();
         for (i, view) in views.iter().enumerate() {
             by_base.entry(view.1).or_default().push(i);
         }
-        let mut chains: HashMap<Option<usize>, &[usize]> = HashMap::new();
-        let mut chain_of_append: HashMap<usize, Option<usize>> = HashMap::new();
+        let mut chains: HashMap<Option<usize>, &[usize]> = HashMap::default();
+        let mut chain_of_append: HashMap<usize, Option<usize>> = HashMap::default();
         let mut bases: Vec<Option<usize>> = by_base.keys().copied().collect();
         bases.sort_unstable();
         for base in &bases {
@@ -458,7 +552,7 @@ impl<'h> Partition<'h> {
                     ));
                 }
             }
-            let mut seen_here: HashSet<usize> = HashSet::new();
+            let mut seen_here: HashSet<usize> = HashSet::default();
             for &a in chain {
                 if !seen_here.insert(a) {
                     return Err(self.violation(
@@ -490,7 +584,7 @@ impl<'h> Partition<'h> {
         }
         // Blocks: per base, the base's state, then one per append in order.
         let mut blocks = Blocks::default();
-        let mut block_at: HashMap<(Option<usize>, usize), u32> = HashMap::new();
+        let mut block_at: HashMap<(Option<usize>, usize), u32> = HashMap::default();
         let mut epoch_bases: Vec<Option<usize>> = vec![None];
         let mut put_ids: Vec<usize> = puts.values().copied().collect();
         put_ids.sort_unstable();
@@ -539,7 +633,7 @@ impl<'h> Partition<'h> {
             return Ok(blocks);
         }
         // Per epoch, its member invoked last: (invoke index, op, base).
-        let mut latest: HashMap<Option<usize>, (usize, usize)> = HashMap::new();
+        let mut latest: HashMap<Option<usize>, (usize, usize)> = HashMap::default();
         let mut note = |base: Option<usize>, id: usize| {
             let at = self.op(id).invoke_index;
             let entry = latest.entry(base).or_insert((at, id));
@@ -605,7 +699,8 @@ impl<'h> Partition<'h> {
     /// the links) and reports the first violation.
     fn search_cycle(&self, blocks: &Blocks) -> Result<(), Stop> {
         let ops = &self.history.operations;
-        let mut block_of: HashMap<usize, u32> = HashMap::with_capacity(blocks.members.len());
+        let mut block_of: HashMap<usize, u32> =
+            HashMap::with_capacity_and_hasher(blocks.members.len(), Default::default());
         // Sweep events: (position, is_return, op). Info operations never return.
         let mut events: Vec<(usize, bool, usize)> = Vec::with_capacity(blocks.members.len() * 2);
         for &(id, block) in &blocks.members {
@@ -620,7 +715,7 @@ impl<'h> Partition<'h> {
         for b in 0..blocks.blocks.len() as u32 {
             graph.add_node(b);
         }
-        let mut edges: HashSet<(u32, u32)> = HashSet::new();
+        let mut edges: HashSet<(u32, u32)> = HashSet::default();
         for &(from, to, why) in &blocks.links {
             if edges.insert((from, to)) {
                 graph.add_edge(
@@ -631,8 +726,8 @@ impl<'h> Partition<'h> {
             }
         }
         let mut frontier: Vec<usize> = Vec::new();
-        let mut in_frontier: HashSet<usize> = HashSet::new();
-        let mut predecessors: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut in_frontier: HashSet<usize> = HashSet::default();
+        let mut predecessors: HashMap<usize, Vec<usize>> = HashMap::default();
         let mut real_time_edges = 0usize;
         for &(_, is_return, id) in &events {
             if is_return {
@@ -772,7 +867,7 @@ impl<'h> Partition<'h> {
 /// The shortest cycle through `start` (which `toposort` reported as on a
 /// cycle), as its edges.
 fn shortest_cycle(graph: &DiGraph<u32, Why>, start: NodeIndex) -> Vec<EdgeIndex> {
-    let mut parent: HashMap<NodeIndex, EdgeIndex> = HashMap::new();
+    let mut parent: HashMap<NodeIndex, EdgeIndex> = HashMap::default();
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {
         for edge in graph.edges(node) {
@@ -835,63 +930,82 @@ impl<'a> Tokens<'a> {
         }
     }
 
-    /// Counts (capped at 2) the ways `text[from..]` splits into appended
-    /// values; `ways[i]` for every suffix start.
-    fn suffix_ways(&self, text: &[u8]) -> Vec<u8> {
+    /// Counts (capped at 2) the ways `text[start..]` splits into appended
+    /// values: `ways[i]` is the number of ways to reach position `i`. Only
+    /// reachable positions are expanded, so a value of k appends costs about
+    /// k × (distinct value lengths) lookups.
+    fn prefix_ways(&self, text: &[u8], start: usize) -> Vec<u8> {
         let mut ways = vec![0u8; text.len() + 1];
-        ways[text.len()] = 1;
-        for i in (0..text.len()).rev() {
-            let mut w = 0u8;
+        ways[start] = 1;
+        for i in start..text.len() {
+            if ways[i] == 0 {
+                continue;
+            }
             for &l in &self.append_lengths {
-                if i + l > text.len() {
+                let Some(piece) = text.get(i..i + l) else {
                     break;
-                }
-                if self.appends.contains_key(&text[i..i + l]) {
-                    w = (w + ways[i + l]).min(2);
+                };
+                if self.appends.contains_key(piece) {
+                    ways[i + l] = (ways[i + l] + ways[i]).min(2);
                 }
             }
-            ways[i] = w;
         }
         ways
     }
 
     fn decompose(&self, text: &[u8]) -> Decomposition {
-        let ways = self.suffix_ways(text);
-        let mut found: Option<(Option<usize>, usize)> = None;
+        let mut found: Option<(Option<usize>, Vec<u8>)> = None;
         let mut total = 0u8;
-        if ways[0] > 0 {
-            total += ways[0];
-            found = Some((None, 0));
-        }
+        let mut consider = |base: Option<usize>, start: usize| {
+            let ways = self.prefix_ways(text, start);
+            let w = ways[text.len()];
+            if w > 0 {
+                total = total.saturating_add(w);
+                found = Some((base, ways));
+            }
+        };
+        consider(None, 0);
         for &l in &self.put_lengths {
             if l > text.len() {
                 break;
             }
             if let Some(&p) = self.puts.get(&text[..l]) {
-                if ways[l] > 0 {
-                    total = total.saturating_add(ways[l]);
-                    found = Some((Some(p), l));
-                }
+                consider(Some(p), l);
             }
         }
         match (total, found) {
-            (0, _) | (_, None) => Decomposition::None,
-            (1, Some((base, start))) => {
+            (1, Some((base, ways))) => {
+                // Walk back along the one path.
                 let mut appended = Vec::new();
-                let mut i = start;
-                while i < text.len() {
-                    let next = self.append_lengths.iter().find_map(|&l| {
-                        let piece = text.get(i..i + l)?;
-                        let &a = self.appends.get(piece)?;
-                        (ways[i + l] > 0).then_some((a, l))
+                let mut i = text.len();
+                let start = base.map_or(0, |p| self.put_text_len(p, text));
+                while i > start {
+                    let previous = self.append_lengths.iter().find_map(|&l| {
+                        let from = i.checked_sub(l)?;
+                        if from < start || ways[from] == 0 {
+                            return None;
+                        }
+                        let &a = self.appends.get(&text[from..i])?;
+                        Some((a, from))
                     });
-                    let Some((a, l)) = next else { break };
+                    let Some((a, from)) = previous else { break };
                     appended.push(a);
-                    i += l;
+                    i = from;
                 }
+                appended.reverse();
                 Decomposition::One(base, appended)
             }
+            (0, _) | (_, None) => Decomposition::None,
             _ => Decomposition::Ambiguous,
         }
+    }
+
+    /// The length of put `p`'s value (a prefix of `text` by construction).
+    fn put_text_len(&self, p: usize, text: &[u8]) -> usize {
+        self.put_lengths
+            .iter()
+            .copied()
+            .find(|&l| l <= text.len() && self.puts.get(&text[..l]) == Some(&p))
+            .unwrap_or(0)
     }
 }

@@ -107,6 +107,9 @@ fn verdict_word(v: Verdict) -> &'static str {
     }
 }
 
+/// Most lanes drawn one per process; beyond, operations are packed into lanes.
+const PROCESS_LANES_MAX: usize = 40;
+
 /// Longest description of one operation kept in the report.
 const DESCRIPTION_CHARS_MAX: usize = 300;
 
@@ -169,10 +172,39 @@ fn partition_data(
     positions.sort_unstable();
     positions.dedup();
     let x_of = |p: usize| positions.binary_search(&p).unwrap_or_else(|i| i);
-    let mut lanes: Vec<i64> = shown.iter().map(|&id| ops[id].process).collect();
-    lanes.sort_unstable();
-    lanes.dedup();
-    let lane_of = |p: i64| lanes.binary_search(&p).unwrap_or(0);
+    let mut processes: Vec<i64> = shown.iter().map(|&id| ops[id].process).collect();
+    processes.sort_unstable();
+    processes.dedup();
+    // A lane per process, unless there are too many (many keys, or processes
+    // renamed after info operations): then pack operations into the fewest
+    // lanes that keep each lane's operations apart (the hover names the process).
+    let (lane_names, lane_by_op): (Vec<String>, HashMap<usize, usize>) =
+        if processes.len() <= PROCESS_LANES_MAX {
+            let names = processes.iter().map(|p| format!("process {p}")).collect();
+            let lanes = shown
+                .iter()
+                .map(|&id| (id, processes.binary_search(&ops[id].process).unwrap_or(0)))
+                .collect();
+            (names, lanes)
+        } else {
+            let mut lane_end: Vec<usize> = Vec::new();
+            let mut lanes = HashMap::new();
+            for &id in &shown {
+                let start = x_of(ops[id].invoke_index);
+                let end = ops[id].return_index.map_or(usize::MAX, x_of);
+                let lane = match lane_end.iter().position(|&e| e < start) {
+                    Some(l) => l,
+                    None => {
+                        lane_end.push(0);
+                        lane_end.len() - 1
+                    }
+                };
+                lane_end[lane] = end;
+                lanes.insert(id, lane);
+            }
+            let names = (0..lane_end.len()).map(|l| format!("lane {l}")).collect();
+            (names, lanes)
+        };
     let rows: Vec<serde_json::Value> = shown
         .iter()
         .map(|&id| {
@@ -194,7 +226,7 @@ fn partition_data(
             }
             serde_json::json!([
                 id,
-                lane_of(op.process),
+                lane_by_op.get(&id).copied().unwrap_or(0),
                 x_of(op.invoke_index),
                 op.return_index.map_or(-1, |r| x_of(r) as i64),
                 status,
@@ -205,7 +237,7 @@ fn partition_data(
         })
         .collect();
     serde_json::json!({
-        "lanes": lanes,
+        "lanes": lane_names,
         "width": positions.len(),
         "rows": rows,
         "note": note,
@@ -231,41 +263,48 @@ pub fn render_with(history: &History, result: &CheckResult, options: &ReportOpti
     });
     // Reserve room for the page itself; the rest is the data budget.
     let budget = options.max_bytes.saturating_sub(PAGE_BYTES_RESERVED);
+    // First the summary rows (at most a quarter of the budget), so every
+    // key is at least listed; then timelines, failing keys first.
     let mut used = 0usize;
-    let mut entries: Vec<serde_json::Value> = Vec::new();
-    let mut left_out = 0usize;
+    let mut entries: Vec<(serde_json::Value, &PartitionResult, &[usize])> = Vec::new();
     for p in &partitions {
         let ids: &[usize] = by_key.get(&p.key.as_deref()).map_or(&[], |v| v.as_slice());
-        let failing = p.verdict == Verdict::NotLinearizable;
-        let window = failing
-            .then_some(options.window_operations)
-            .or(Some(options.window_operations * 4));
-        let mut entry = serde_json::json!({
+        let entry = serde_json::json!({
             "key": p.key.clone().unwrap_or_else(|| "(single object)".to_string()),
             "verdict": verdict_word(p.verdict),
-            "failing": failing,
+            "failing": p.verdict == Verdict::NotLinearizable,
             "operations": ids.len(),
             "elapsed_ms": p.elapsed.as_secs_f64() * 1e3,
             "state": p.state_after_prefix.clone().unwrap_or_default(),
             "prefix": p.longest_prefix.len(),
+            "data": serde_json::Value::Null,
         });
-        let summary_size = entry.to_string().len();
-        if used + summary_size > budget {
-            // Not even the summary row fits: the rest is only counted.
+        let size = entry.to_string().len();
+        if used + size > budget / 4 {
+            break;
+        }
+        used += size;
+        entries.push((entry, p, ids));
+    }
+    let window = options.window_operations;
+    let mut left_out = 0usize;
+    for (entry, p, ids) in &mut entries {
+        // Skip the work when even a lean estimate would not fit.
+        let estimate = ids.len().min(2 * window + 1) * OPERATION_BYTES_MIN;
+        if used + estimate > budget {
+            left_out += 1;
             continue;
         }
-        used += summary_size;
-        let data = partition_data(history, p, ids, window);
+        let data = partition_data(history, p, ids, Some(window));
         let size = data.to_string().len();
         if used + size <= budget {
             used += size;
             entry["data"] = data;
         } else {
             left_out += 1;
-            entry["data"] = serde_json::Value::Null;
         }
-        entries.push(entry);
     }
+    let entries: Vec<serde_json::Value> = entries.into_iter().map(|(e, _, _)| e).collect();
     let omitted_rows = partitions.len() - entries.len();
     let summary = serde_json::json!({
         "model": model,
@@ -289,6 +328,9 @@ pub fn render_with(history: &History, result: &CheckResult, options: &ReportOpti
     );
     html
 }
+
+/// Fewest bytes one operation takes in the data (ids, positions, a short description).
+const OPERATION_BYTES_MIN: usize = 60;
 
 /// Bytes the page around the data takes (CSS, script, headers), with room.
 const PAGE_BYTES_RESERVED: usize = 16 * 1024;
@@ -327,7 +369,7 @@ function draw(p,box){
   if(d.note)box.append(el('div',{class:'note'},d.note));
   const lane=22,left=90,step=Math.max(6,Math.min(28,1400/Math.max(1,d.width))),W=left+step*(d.width+2),H=20+lane*d.lanes.length+10;
   const s=sv('svg',{width:W,height:H});
-  d.lanes.forEach((pr,i)=>{const t=sv('text',{x:4,y:20+i*lane+14});t.textContent='process '+pr;s.append(t);
+  d.lanes.forEach((pr,i)=>{const t=sv('text',{x:4,y:20+i*lane+14});t.textContent=pr;s.append(t);
     s.append(sv('line',{x1:left,x2:W,y1:20+i*lane+lane-2,y2:20+i*lane+lane-2,stroke:'#eee'}));});
   const pts=[];
   d.rows.forEach(r=>{const [id,ln,x0,x1,st,ord,bad,text]=r;
