@@ -120,7 +120,7 @@ fn main() {
             "release (bench)"
         }
     );
-    println!("setup: 1 tick = 10 ms virtual, heartbeat 100 ms, election timeout 1-2 s; 128-byte commands; reliable network 0.1-1 ms");
+    println!("setup: 1 tick = 10 ms virtual, heartbeat 100 ms, election timeout 0.5-1 s; 128-byte commands; reliable network 0.1-1 ms");
     for nodes in [3, 5] {
         for batching in [true, false] {
             if let Err(e) = throughput(nodes, batching, entries) {

@@ -25,7 +25,10 @@ use std::time::Duration;
 
 /// How a simulation is set up. [`SimConfig::new`] gives the lab's timing:
 /// 1 tick = 10 ms, heartbeats every 100 ms (the lab's "at most 10 per
-/// second"), election timeouts of 1-2 s.
+/// second"), election timeouts of 0.5-1 s (the lab expects an election to
+/// finish within its 1 s `RaftElectionTimeout`; with 1-2 s timeouts two
+/// survivors of three on the 10%-loss network sometimes need more than the
+/// lab's 10 s to agree, e.g. SEED=1264 of the lossy snapshot test).
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub nodes: usize,
@@ -54,8 +57,8 @@ impl SimConfig {
     pub fn new(nodes: usize, seed: u64) -> Self {
         let mut raft = Config::new(1, vec![1]);
         raft.heartbeat_interval_ticks = 10;
-        raft.election_timeout_ticks_min = 100;
-        raft.election_timeout_ticks_max = 200;
+        raft.election_timeout_ticks_min = 50;
+        raft.election_timeout_ticks_max = 100;
         Self {
             nodes,
             seed,
@@ -64,7 +67,11 @@ impl SimConfig {
             raft,
             snapshot_every_entries: None,
             record_outputs: false,
-            trace_capacity: 40,
+            // SIM_TRACE=n keeps n events, and failure descriptions show them.
+            trace_capacity: std::env::var("SIM_TRACE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(40),
             check_vote_durability: true,
         }
     }
@@ -516,6 +523,43 @@ impl<S: StateMachine> Sim<S> {
         &self.stats
     }
 
+    /// One line per node (role, term, leader, commit, applied, log bounds,
+    /// connectivity; the leader's view of each follower), for failure
+    /// messages.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            let connected = self.links.is_connected(node.id);
+            match node.raft.as_ref().map(RawNode::status) {
+                None => out.push_str(&format!("  n{}: down\n", node.id)),
+                Some(s) => {
+                    out.push_str(&format!(
+                        "  n{}: {:?} term {} leader {:?} commit {} applied {} log {}..={} snapshot {} connected {}\n",
+                        node.id, s.role, s.term, s.leader, s.commit, node.applied, s.first_index,
+                        s.last_index, s.snapshot_index, connected
+                    ));
+                    for f in &s.followers {
+                        out.push_str(&format!(
+                            "      -> n{}: match {} next {} {:?} inflight {} active {}\n",
+                            f.id,
+                            f.match_index,
+                            f.next_index,
+                            f.state,
+                            f.inflight_messages,
+                            f.recent_active
+                        ));
+                    }
+                }
+            }
+        }
+        if std::env::var("SIM_TRACE").is_ok() {
+            for line in self.trace.lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        out
+    }
+
     /// The last events (see `SimConfig::trace_capacity`), oldest first.
     pub fn trace_lines(&self) -> Vec<String> {
         self.trace.lines()
@@ -624,6 +668,7 @@ impl<S: StateMachine> Sim<S> {
         };
         if !self.links.can_deliver(message.from, message.to) || !self.nodes[at].is_up() {
             self.stats.messages_cut += 1;
+            self.trace_dropped(&message, true);
             return;
         }
         self.stats.messages_delivered += 1;
@@ -650,10 +695,14 @@ impl<S: StateMachine> Sim<S> {
         *self.stats.sent_by_kind.entry(message.kind()).or_insert(0) += 1;
         if !self.links.can_deliver(message.from, message.to) {
             self.stats.messages_cut += 1;
+            self.trace_dropped(&message, true);
             return;
         }
         match self.config.net.plan(&mut self.net_rng) {
-            [None, _] => self.stats.messages_lost += 1,
+            [None, _] => {
+                self.stats.messages_lost += 1;
+                self.trace_dropped(&message, false);
+            }
             [Some(first), second] => {
                 let link = self.link_slot(message.from, message.to);
                 let first_us = self.arrival_us(link, first);
@@ -665,6 +714,19 @@ impl<S: StateMachine> Sim<S> {
                 self.queue.push(first_us, Event::Deliver(message));
             }
         }
+    }
+
+    fn trace_dropped(&mut self, message: &Message, cut: bool) {
+        self.trace.record(
+            self.now_us,
+            message.to,
+            TraceKind::Dropped {
+                from: message.from,
+                to: message.to,
+                kind: message.kind(),
+                cut,
+            },
+        );
     }
 
     fn link_slot(&self, from: NodeId, to: NodeId) -> Option<usize> {

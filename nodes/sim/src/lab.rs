@@ -59,10 +59,11 @@ pub fn check_one_leader<S: StateMachine>(sim: &mut Sim<S>) -> Result<NodeId, Sim
     current_leader(sim).ok_or_else(|| SimError::Claim {
         at_us: sim.now_us(),
         message: format!(
-            "no leader among connected nodes {:?} within {:?} (since {:.3} s)",
+            "no leader among connected nodes {:?} within {:?} (since {:.3} s)\n{}",
             connected(sim),
             LEADER_DEADLINE,
-            started_us as f64 / 1e6
+            started_us as f64 / 1e6,
+            sim.describe()
         ),
     })
 }
@@ -152,7 +153,8 @@ pub fn one<S: StateMachine>(
     Err(SimError::Claim {
         at_us: sim.now_us(),
         message: format!(
-            "one({command:?}) failed to reach agreement on {expected} nodes within {AGREEMENT_DEADLINE:?}"
+            "one({command:?}) failed to reach agreement on {expected} nodes within {AGREEMENT_DEADLINE:?}\n{}",
+            sim.describe()
         ),
     })
 }

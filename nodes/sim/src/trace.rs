@@ -17,6 +17,14 @@ pub enum TraceKind {
         term: Term,
         kind: &'static str,
     },
+    /// A message the network dropped (loss) or a cut link / down node
+    /// refused (cut).
+    Dropped {
+        from: NodeId,
+        to: NodeId,
+        kind: &'static str,
+        cut: bool,
+    },
     Persist {
         term: Term,
         commit: u64,

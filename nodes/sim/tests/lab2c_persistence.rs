@@ -349,7 +349,6 @@ fn churn(seed: u64, unreliable: bool) -> Result<(), SimError> {
     sim.run_for(ELECTION_TIMEOUT)?;
     let value = sim.rng().below(1 << 30);
     let last = lab::one(&mut sim, &command(value), 5, true)?;
-    let mut seen = 0;
     for client in &clients {
         for &(value, index) in &client.committed {
             claim!(
@@ -363,14 +362,10 @@ fn churn(seed: u64, unreliable: bool) -> Result<(), SimError> {
                 count == 5 && record.is_some_and(|r| r.data == command(value)),
                 "value {value} seen committed at {index} is not in the final log on all nodes"
             );
-            seen += 1;
         }
     }
-    claim!(
-        sim,
-        seen > 0,
-        "no client saw any value committed during churn"
-    );
+    // No claim that something committed during the churn: as in the lab, a
+    // majority can stay disconnected for all 20 rounds (e.g. SEED=1080).
     Ok(())
 }
 
