@@ -108,6 +108,24 @@ pub struct Recovered {
     pub torn_tail: Option<TornTail>,
 }
 
+impl Recovered {
+    /// What the Raft core restarts from. The snapshot's data is copied: the
+    /// state machine restores from `self.snapshot`, and the core keeps its
+    /// own copy to send to lagging followers.
+    pub fn restored(&self) -> raft::Restored {
+        raft::Restored {
+            hard_state: self.hard_state.clone(),
+            snapshot: self.snapshot.as_ref().map(|s| s.meta.clone()),
+            entries: self.entries.clone(),
+            snapshot_data: self
+                .snapshot
+                .as_ref()
+                .map(|s| s.data.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Stable storage for one Raft node: the log, the hard state and the
 /// newest snapshot.
 ///

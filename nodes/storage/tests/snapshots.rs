@@ -61,6 +61,11 @@ fn compaction_deletes_covered_segments_and_older_snapshots_and_keeps_the_rest() 
     assert_eq!(recovered.snapshot, Some(snapshot(45, 3)));
     assert_eq!(recovered.entries, entries(46, 50, 3, 120));
     assert_eq!(store.load_snapshot().expect("load"), Some(snapshot(45, 3)));
+    let restored = recovered.restored();
+    assert_eq!(restored.snapshot, Some(snapshot(45, 3).meta));
+    assert_eq!(restored.snapshot_data, snapshot(45, 3).data);
+    assert_eq!(restored.entries, recovered.entries);
+    assert_eq!(restored.hard_state, recovered.hard_state);
     assert_eq!(store.term(45), Some(3));
     assert_eq!(store.term(44), None);
 }
