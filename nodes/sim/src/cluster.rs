@@ -171,6 +171,7 @@ pub struct Sim<S: StateMachine> {
     net_rng: SimRng,
     node_rng: SimRng,
     scenario_rng: SimRng,
+    client_rng: SimRng,
     links: Links,
     invariants: Invariants,
     /// ctx of each outstanding read -> highest index known committed anywhere
@@ -219,6 +220,7 @@ impl<S: StateMachine> Sim<S> {
             net_rng: root.fork(1),
             node_rng: root.fork(2),
             scenario_rng: root.fork(3),
+            client_rng: root.fork(4),
             config,
             ids,
             nodes,
@@ -338,6 +340,21 @@ impl<S: StateMachine> Sim<S> {
         raft.transfer_leadership(to).map_err(ClientError::Raft)?;
         self.handle_ready(at);
         Ok(())
+    }
+
+    /// One hop of a client request or reply between a clerk and `node`
+    /// under the current network: the delay if it arrives, `None` if it is
+    /// lost, `node` is down or disconnected (labrpc: a clerk's RPC to a
+    /// disconnected server fails). Services' clerks use it to put their RPCs
+    /// through the same faults as Raft's messages.
+    pub fn client_hop(&mut self, node: NodeId) -> Option<Duration> {
+        if !self.is_up(node) || !self.links.is_connected(node) {
+            return None;
+        }
+        match self.config.net.plan(&mut self.client_rng) {
+            [Some(delay_us), _] => Some(Duration::from_micros(delay_us)),
+            [None, _] => None,
+        }
     }
 
     /// Reads `node` may serve since the last call.
@@ -892,8 +909,29 @@ impl<S: StateMachine> Sim<S> {
     }
 
     /// A granted vote promises the voter will not vote for anyone else in
-    /// that term, so it must already be on disk when the grant leaves.
+    /// that term, so it must already be on disk when the grant leaves; the
+    /// same holds for an acknowledged entry.
     fn check_vote_durable(&self, at: usize, message: &Message) -> Result<(), Broken> {
+        if let MessageBody::AppendResponse {
+            success: true,
+            index,
+            ..
+        } = message.body
+        {
+            // An acknowledged entry counts towards commit: it must be on disk.
+            let disk = &self.nodes[at].disk;
+            if disk.last_index() < index {
+                return Err((
+                    "entries persisted before they are acknowledged",
+                    format!(
+                        "node {} acknowledges index {index} to {} but its disk ends at {}",
+                        message.from,
+                        message.to,
+                        disk.last_index()
+                    ),
+                ));
+            }
+        }
         if !self.config.check_vote_durability {
             return Ok(());
         }

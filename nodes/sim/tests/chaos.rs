@@ -105,3 +105,24 @@ fn the_same_seed_replays_exactly_the_same_run() {
 /// Every scenario of this file, for the speed benchmark (benches/sim_speed.rs).
 #[allow(dead_code)]
 pub const SCENARIOS: &[sim::Scenario] = &[("chaos", chaos)];
+
+/// Clerk RPCs share the network's faults: none reach a disconnected or
+/// crashed node, about 10% are lost on the lossy network, none wait longer
+/// than its 26 ms.
+#[test]
+fn client_hops_suffer_the_same_faults_as_raft_messages() {
+    let mut config = SimConfig::new(3, 5);
+    config.net = NetConfig::unreliable();
+    let mut sim = Sim::with_log(config).expect("starts");
+    let hops: Vec<_> = (0..2000).map(|_| sim.client_hop(1)).collect();
+    let lost = hops.iter().filter(|h| h.is_none()).count();
+    assert!((120..280).contains(&lost), "{lost} of 2000 lost");
+    assert!(hops
+        .iter()
+        .flatten()
+        .all(|d| *d <= Duration::from_millis(26)));
+    sim.disconnect(2);
+    sim.crash(3);
+    assert_eq!(sim.client_hop(2), None);
+    assert_eq!(sim.client_hop(3), None);
+}
