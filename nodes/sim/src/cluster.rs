@@ -131,8 +131,18 @@ pub struct NetStats {
 }
 
 enum Event {
-    Tick { node: usize, incarnation: u64 },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
     Deliver(Message),
+    /// Handle the node's Ready after client requests (proposals, reads,
+    /// transfers) made at this instant: requests arriving together share
+    /// one Ready, as in a runtime loop that drains its request queue first.
+    Flush {
+        node: usize,
+        incarnation: u64,
+    },
 }
 
 struct Node<S: StateMachine> {
@@ -149,6 +159,7 @@ struct Node<S: StateMachine> {
     commit_seen: Index,
     role_seen: Role,
     crash_before_persist: bool,
+    flush_scheduled: bool,
     pending_reads: Vec<ReadState>,
     served_reads: Vec<ServedRead>,
     outputs: Vec<Applied<<S as StateMachine>::Output>>,
@@ -209,6 +220,7 @@ impl<S: StateMachine> Sim<S> {
                 commit_seen: 0,
                 role_seen: Role::Follower,
                 crash_before_persist: false,
+                flush_scheduled: false,
                 pending_reads: Vec::new(),
                 served_reads: Vec::new(),
                 outputs: Vec::new(),
@@ -312,7 +324,7 @@ impl<S: StateMachine> Sim<S> {
         let index = raft.propose(command).map_err(ClientError::Raft)?;
         self.trace
             .record(self.now_us, node, TraceKind::Propose { index });
-        self.handle_ready(at);
+        self.schedule_flush(at);
         Ok(index)
     }
 
@@ -327,7 +339,7 @@ impl<S: StateMachine> Sim<S> {
             .ok_or(ClientError::NodeDown(node))?;
         raft.read_index(ctx.clone()).map_err(ClientError::Raft)?;
         self.read_floor.insert(ctx, floor);
-        self.handle_ready(at);
+        self.schedule_flush(at);
         Ok(())
     }
 
@@ -338,7 +350,7 @@ impl<S: StateMachine> Sim<S> {
             .as_mut()
             .ok_or(ClientError::NodeDown(node))?;
         raft.transfer_leadership(to).map_err(ClientError::Raft)?;
-        self.handle_ready(at);
+        self.schedule_flush(at);
         Ok(())
     }
 
@@ -639,8 +651,26 @@ impl<S: StateMachine> Sim<S> {
         Ok(())
     }
 
+    /// Queues a Ready handling for `nodes[at]` at the current instant,
+    /// once however many requests arrive before it runs.
+    fn schedule_flush(&mut self, at: usize) {
+        let node = &mut self.nodes[at];
+        if !node.flush_scheduled {
+            node.flush_scheduled = true;
+            let incarnation = node.incarnation;
+            self.queue.push(
+                self.now_us,
+                Event::Flush {
+                    node: at,
+                    incarnation,
+                },
+            );
+        }
+    }
+
     fn kill(&mut self, at: usize) {
         let node = &mut self.nodes[at];
+        node.flush_scheduled = false;
         node.raft = None;
         node.machine = None;
         node.incarnation += 1;
@@ -676,6 +706,15 @@ impl<S: StateMachine> Sim<S> {
                 }
             }
             Event::Deliver(message) => self.deliver(message),
+            Event::Flush {
+                node: at,
+                incarnation,
+            } => {
+                if self.nodes[at].incarnation == incarnation {
+                    self.nodes[at].flush_scheduled = false;
+                    self.handle_ready(at);
+                }
+            }
         }
     }
 
