@@ -163,14 +163,14 @@ impl RaftLog {
         self.committed = index;
     }
 
-    /// Drops entries up to `index` (which must be in the log) after the
-    /// application snapshotted them.
+    /// Drops entries up to `index`, which the application has been handed
+    /// for applying (it may snapshot before calling `advance`).
     pub(crate) fn compact_to(&mut self, index: Index) {
         assert!(
-            index > self.snapshot_index && index <= self.applied,
+            index > self.snapshot_index && index <= self.applying,
             "compact to {index} outside ({}, {}]",
             self.snapshot_index,
-            self.applied
+            self.applying
         );
         let term = self.term(index).unwrap_or(self.snapshot_term);
         let drop = self.offset(index) + 1;

@@ -156,3 +156,31 @@ fn restart_from_snapshot_and_serve_it() {
     assert_eq!(c.commands(3).len(), 20);
     assert_eq!(c.commands(3), c.commands(leader));
 }
+
+/// The application may snapshot right after applying a Ready's committed
+/// entries, before calling advance().
+#[test]
+fn compact_before_advance_is_allowed() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2);
+    c.node(1).propose(b"z".to_vec()).unwrap();
+    let ready = c.node(1).ready();
+    c.node(1).advance();
+    for m in ready.messages {
+        let to = m.to;
+        c.node(to).step(m).unwrap();
+    }
+    for id in [2, 3] {
+        let ready = c.node(id).ready();
+        c.node(id).advance();
+        for m in ready.messages {
+            c.node(1).step(m).unwrap();
+        }
+    }
+    let ready = c.node(1).ready();
+    let last = ready.committed_entries.last().expect("z committed").index;
+    c.node(1).compact(last, b"state".to_vec()).unwrap();
+    c.node(1).advance();
+    assert_eq!(c.node(1).status().snapshot_index, last);
+}
