@@ -4,6 +4,7 @@
 //! a hung test, and the child is killed by its pid.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -68,10 +69,13 @@ pub fn describe(cmd: &Command) -> String {
 
 /// Runs `cmd` with stdin from /dev/null, collecting stdout and stderr, killing it (by its pid,
 /// via `Child::kill`) when `timeout` passes. A non-zero exit is returned as output, not as an
-/// error: see [`run_ok`] for that.
+/// error: see [`run_ok`] for that. The child gets its own process group, so a Ctrl-C at the
+/// terminal reaches only the control process, whose handler heals and tears down in order,
+/// instead of killing in-flight ssh commands halfway.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<CmdOutput, CmdError> {
     let command = describe(cmd);
-    cmd.stdin(Stdio::null())
+    cmd.process_group(0)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| CmdError::Spawn {

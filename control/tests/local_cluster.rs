@@ -587,3 +587,122 @@ fn an_interrupted_run_still_heals_tears_down_and_checks() {
         "heal-all"
     );
 }
+
+/// Starts `control test` and returns it with the cluster tag it printed once ready.
+// The caller waits for the child (wait_exit / kill + wait).
+#[allow(clippy::zombie_processes)]
+fn spawn_control(
+    root: &Path,
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_control"))
+        .args([
+            "test",
+            "--nodes",
+            "2",
+            "--time",
+            "60",
+            "--nemesis",
+            "none",
+            "--rate",
+            "50",
+            "--quiet",
+        ])
+        .arg("--results")
+        .arg(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[control] {line}");
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("control printed its cluster");
+        if let Some(rest) = line.strip_prefix("control: cluster ") {
+            let tag = rest.split_whitespace().next().unwrap().to_string();
+            return (child, tag, receiver);
+        }
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("control did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_tears_down_and_a_killed_run_is_cleaned_by_tag() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if !ready() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+
+    // SIGINT (Ctrl-C): the run stops early, heals, tears down, checks, and exits.
+    let (mut child, tag, _lines) = spawn_control(root.path());
+    assert!(!stale::our_namespaces(Some(&tag)).is_empty());
+    std::thread::sleep(Duration::from_secs(3));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "an interrupted calm run is still valid"
+    );
+    assert!(
+        stale::our_namespaces(Some(&tag)).is_empty(),
+        "namespaces of {tag} left"
+    );
+    assert!(!Path::new(&format!("{BASE_DIR}/{tag}")).exists());
+    let results = root.path().join("standin-kv/latest/results.json");
+    let results: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(results).unwrap()).unwrap();
+    assert_eq!(results["run"]["interrupted"], true);
+
+    // SIGKILL: nothing runs in the control process any more; `control teardown --tag` must
+    // find and remove everything it left (namespaces, sshd, daemons, files).
+    let (mut child, tag, _lines) = spawn_control(root.path());
+    std::thread::sleep(Duration::from_secs(2));
+    let inside = stale::processes_in(&stale::our_namespaces(Some(&tag)));
+    assert!(!inside.is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        stale::stale_tags().contains(&tag),
+        "a run whose control died is stale"
+    );
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_control"))
+        .args(["teardown", "--tag", &tag])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(stale::our_namespaces(Some(&tag)).is_empty());
+    assert!(!Path::new(&format!("{BASE_DIR}/{tag}")).exists());
+    for pid in inside {
+        assert!(!alive(pid), "pid {pid} from the killed run survived");
+    }
+}

@@ -272,6 +272,11 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// `SetEnv SHLVL=1`: bash sources `~/.bashrc` for commands run by sshd only when its shell
+    /// level is below 2, and our nodes share root's home with the host, whose rc files may do
+    /// anything (we met a `pyenv rehash` that hung on a lock). With it, node commands run in a
+    /// plain non-interactive shell, as on a freshly installed machine.
+    ///
     /// Writes the node's sshd config and host key, starts sshd in the node's namespace, waits
     /// for its pid file, and returns the public host key line for `known_hosts`.
     fn start_sshd(
@@ -292,7 +297,8 @@ impl LocalCluster {
              AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\n\
              PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              UsePAM no\nStrictModes no\nUseDNS no\nPrintMotd no\n\
-             MaxSessions 64\nMaxStartups 64:30:128\nSubsystem sftp internal-sftp\n",
+             MaxSessions 64\nMaxStartups 64:30:128\nSubsystem sftp internal-sftp\n\
+             SetEnv SHLVL=1\n",
             tag = self.tag,
             ip = node.ip,
             key = host_key.display(),

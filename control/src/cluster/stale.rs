@@ -111,6 +111,21 @@ pub fn owner_alive(tag: &str) -> bool {
     }
 }
 
+/// A run directory younger than this without an owner file may be a run being provisioned
+/// right now (the owner is written just after the directory): not stale yet.
+const OWNERLESS_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn young_without_owner(tag: &str) -> bool {
+    if read_owner(tag).is_some() {
+        return false;
+    }
+    fs::metadata(format!("{BASE_DIR}/{tag}"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .is_some_and(|age| age < OWNERLESS_GRACE)
+}
+
 /// Tags that have namespaces or a directory but no live owner.
 pub fn stale_tags() -> Vec<String> {
     let mut tags = BTreeSet::new();
@@ -128,7 +143,9 @@ pub fn stale_tags() -> Vec<String> {
             }
         }
     }
-    tags.into_iter().filter(|t| !owner_alive(t)).collect()
+    tags.into_iter()
+        .filter(|t| !owner_alive(t) && !young_without_owner(t))
+        .collect()
 }
 
 /// (device, inode) of a namespace file: what identifies a network namespace.
