@@ -622,10 +622,9 @@ impl<S: StateMachine> Sim<S> {
                 .map(|s| s.data.clone())
                 .unwrap_or_default(),
         };
-        let raft = RawNode::new(config, restored).map_err(|e| SimError::Claim {
-            at_us: self.now_us,
-            message: format!("node {} cannot start: {e}", self.nodes[at].id),
-        })?;
+        let id = self.nodes[at].id;
+        let raft = RawNode::new(config, restored)
+            .map_err(|e| SimError::Setup(format!("node {id} cannot start: {e}")))?;
         let mut machine = (self.factory)(self.nodes[at].id);
         let node = &mut self.nodes[at];
         node.applied = 0;
@@ -805,11 +804,10 @@ impl<S: StateMachine> Sim<S> {
         at_us
     }
 
-    fn fail(&mut self, node: NodeId, (invariant, detail): Broken) {
+    fn fail(&mut self, (invariant, detail): Broken) {
         if self.violation.is_some() {
             return;
         }
-        let _ = node;
         self.violation = Some(SimError::Invariant(Box::new(Violation {
             at_us: self.now_us,
             invariant,
@@ -845,13 +843,13 @@ impl<S: StateMachine> Sim<S> {
             if let Err(broken) =
                 self.persist(at, &ready.snapshot, &ready.entries, &ready.hard_state)
             {
-                self.fail(id, broken);
+                self.fail(broken);
                 return;
             }
             // 2. Send.
             for message in ready.messages {
                 if let Err(broken) = self.check_vote_durable(at, &message) {
-                    self.fail(id, broken);
+                    self.fail(broken);
                     return;
                 }
                 self.trace.record(
@@ -876,7 +874,7 @@ impl<S: StateMachine> Sim<S> {
             }
             for entry in &ready.committed_entries {
                 if let Err(broken) = self.apply(at, entry) {
-                    self.fail(id, broken);
+                    self.fail(broken);
                     return;
                 }
             }
@@ -884,7 +882,7 @@ impl<S: StateMachine> Sim<S> {
             let node = &mut self.nodes[at];
             node.pending_reads.extend(ready.read_states);
             if let Err(broken) = self.serve_reads(at) {
-                self.fail(id, broken);
+                self.fail(broken);
                 return;
             }
             // 5. Advance.
@@ -897,7 +895,7 @@ impl<S: StateMachine> Sim<S> {
                 snapshot_wanted |= node.applied >= node.disk.snapshot_index() + every;
             }
             if let Err(broken) = self.observe(at) {
-                self.fail(id, broken);
+                self.fail(broken);
                 return;
             }
         }

@@ -24,6 +24,9 @@ pub enum SimError {
     Claim { at_us: u64, message: String },
     /// The core or the scenario panicked.
     Panic(String),
+    /// The simulation could not be set up (a node refused its config or
+    /// its restored state).
+    Setup(String),
 }
 
 impl SimError {
@@ -53,6 +56,7 @@ impl fmt::Display for SimError {
                 write!(f, "claim failed at {:.3} s: {message}", *at_us as f64 / 1e6)
             }
             SimError::Panic(message) => write!(f, "panicked: {message}"),
+            SimError::Setup(message) => write!(f, "setup failed: {message}"),
         }
     }
 }
