@@ -397,3 +397,98 @@ D.partitions_list.forEach(p=>{
 });
 })();
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{generate, Anomaly, GenerateConfig, GeneratedModel};
+    use crate::{check_history, Options};
+
+    fn checked(operations: usize, keys: usize, seed: u64) -> (History, CheckResult) {
+        let config = GenerateConfig {
+            anomaly: Some(Anomaly::StaleRead),
+            ..GenerateConfig::new(GeneratedModel::Register, 8, keys, operations, seed)
+        };
+        println!("SEED={seed}");
+        let g = generate(&config);
+        let result = check_history(&g.history, &config.model.model_kind(), &Options::default())
+            .expect("generated histories are well-formed");
+        (g.history, result)
+    }
+
+    /// The page data as the script will read it.
+    fn data(html: &str) -> serde_json::Value {
+        let start = html.find("id=\"data\">").expect("data block") + "id=\"data\">".len();
+        let end = start + html[start..].find("</script>").expect("end of data");
+        serde_json::from_str(&html[start..end]).expect("data is JSON")
+    }
+
+    #[test]
+    fn failing_key_comes_first_expanded_with_its_culprit() {
+        let (history, result) = checked(600, 5, 11);
+        assert_eq!(result.verdict, Verdict::NotLinearizable);
+        let html = render(&history, &result);
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(
+            !html.contains("<script src") && !html.contains("<link"),
+            "no external resources"
+        );
+        let d = data(&html);
+        let first = &d["partitions_list"][0];
+        assert_eq!(first["failing"], true);
+        assert_eq!(d["partitions_list"].as_array().map(Vec::len), Some(5));
+        let rows = first["data"]["rows"]
+            .as_array()
+            .expect("failing key has a timeline");
+        let flagged: Vec<u64> = rows
+            .iter()
+            .filter(|r| r[6] == 1)
+            .filter_map(|r| r[0].as_u64())
+            .collect();
+        let blamed = &result
+            .violations()
+            .next()
+            .expect("a violation")
+            .unlinearizable;
+        assert!(!flagged.is_empty());
+        assert!(
+            flagged.iter().all(|id| blamed.contains(&(*id as usize))),
+            "{flagged:?} vs {blamed:?}"
+        );
+        // Linearized operations carry their order numbers 1..=prefix.
+        let prefix = first["prefix"].as_u64().expect("prefix");
+        let max_order = rows.iter().filter_map(|r| r[5].as_u64()).max().unwrap_or(0);
+        assert_eq!(max_order, prefix);
+    }
+
+    #[test]
+    fn stays_under_the_size_cap_and_says_what_it_left_out() {
+        let (history, result) = checked(20_000, 50, 12);
+        let options = ReportOptions {
+            max_bytes: 96 * 1024,
+            window_operations: 100,
+            explanation: Some("</script><b>not markup</b>".into()),
+        };
+        let html = render_with(&history, &result, &options);
+        assert!(html.len() <= options.max_bytes, "{} bytes", html.len());
+        assert!(
+            !html.contains("</script><b>"),
+            "the explanation must not close the script"
+        );
+        let d = data(&html);
+        assert!(d["left_out"].as_u64().unwrap_or(0) > 0);
+        assert_eq!(d["explanation"], "</script><b>not markup</b>");
+        let first = &d["partitions_list"][0];
+        assert_eq!(first["failing"], true);
+        assert!(
+            !first["data"].is_null(),
+            "the failing key keeps its timeline"
+        );
+        let shown = first["data"]["rows"].as_array().map_or(0, Vec::len);
+        assert!(shown <= 2 * 100 + 1 + 3, "{shown} rows");
+        assert!(first["data"]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("left out"));
+    }
+}

@@ -4,7 +4,7 @@
 //!
 //! Every randomized test prints `SEED=n` first; replay one case with
 //! `SEED=n cargo test -p checker --test property`. `PROPERTY_CASES=n` runs
-//! more random cases per model (default 400).
+//! more random cases per model (default 1000).
 
 use std::path::Path;
 
@@ -26,7 +26,7 @@ fn seeds(base: u64) -> Vec<u64> {
     if let Some(seed) = env_u64("SEED") {
         return vec![seed];
     }
-    let cases = env_u64("PROPERTY_CASES").unwrap_or(400);
+    let cases = env_u64("PROPERTY_CASES").unwrap_or(1000);
     (0..cases).map(|i| base + i).collect()
 }
 
