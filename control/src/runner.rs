@@ -189,7 +189,7 @@ fn provision(
 }
 
 /// Appends nemesis events to `nemesis.jsonl` as they happen, and keeps them.
-struct NemesisLog {
+pub(crate) struct NemesisLog {
     file: Option<File>,
     clock: TestClock,
     events: Vec<NemesisEvent>,
@@ -356,7 +356,6 @@ fn drive(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let clock = history.clock();
     let started = Instant::now();
     let mut result = Ok(());
     thread::scope(|scope| {
@@ -391,40 +390,9 @@ fn drive(
             !interrupted.load(Ordering::SeqCst)
         };
         let end = started + options.time;
-        'schedule: while Instant::now() < end {
-            if !wait((Instant::now() + schedule.healed).min(end)) {
-                break;
-            }
-            if Instant::now() >= end {
-                break;
-            }
-            let leader = db.leader(cluster);
-            let Some(fault) = schedule.next_fault(leader.as_deref()) else {
-                if !wait(end) {
-                    break 'schedule;
-                }
-                continue;
-            };
-            set_current(&shared, &fault.describe());
-            let time = clock.now_ns();
-            let error = nemesis.start(&fault).err().map(|e| e.to_string());
-            log.record(time, "start", Some(&fault), error.clone());
-            let keep_going = wait((Instant::now() + schedule.faulty).min(end));
-            let time = clock.now_ns();
-            let stop_error = nemesis.stop(&fault).err().map(|e| e.to_string());
-            log.record(time, "stop", Some(&fault), stop_error);
-            set_current(&shared, "none");
-            if !keep_going {
-                break;
-            }
-        }
-        set_current(&shared, "healing");
-        let time = clock.now_ns();
-        let heal = nemesis.heal_all().err().map(|e| e.to_string());
-        log.record(time, "heal-all", None, heal.clone());
-        if let Some(e) = heal {
-            result = Err(RunError::Nemesis(format!("final heal failed: {e}")));
-        }
+        let leader = || db.leader(cluster);
+        let status = |text: &str| set_current(&shared, text);
+        result = run_schedule(&mut nemesis, &mut schedule, end, leader, wait, log, status);
         set_current(&shared, "none (recovery)");
         wait(Instant::now() + options.recovery);
         shared.stop.store(true, Ordering::SeqCst);
@@ -438,6 +406,53 @@ fn drive(
         started.elapsed().as_secs_f64()
     );
     result
+}
+
+/// The nemesis loop: until `end`, `healed` calm then one fault for `faulty`; then `heal_all`.
+/// Every fault started is stopped, even when `wait` reports an interruption, and the last
+/// event is always the final heal. `wait(deadline)` sleeps until the deadline and returns
+/// false when the run was interrupted.
+pub(crate) fn run_schedule(
+    nemesis: &mut dyn Nemesis,
+    schedule: &mut Schedule,
+    end: Instant,
+    leader: impl Fn() -> Option<String>,
+    mut wait: impl FnMut(Instant) -> bool,
+    log: &mut NemesisLog,
+    status: impl Fn(&str),
+) -> Result<(), RunError> {
+    let clock = log.clock;
+    while Instant::now() < end {
+        if !wait((Instant::now() + schedule.healed).min(end)) || Instant::now() >= end {
+            break;
+        }
+        let Some(fault) = schedule.next_fault(leader().as_deref()) else {
+            if !wait(end) {
+                break;
+            }
+            continue;
+        };
+        status(&fault.describe());
+        let time = clock.now_ns();
+        let error = nemesis.start(&fault).err().map(|e| e.to_string());
+        log.record(time, "start", Some(&fault), error);
+        let keep_going = wait((Instant::now() + schedule.faulty).min(end));
+        let time = clock.now_ns();
+        let error = nemesis.stop(&fault).err().map(|e| e.to_string());
+        log.record(time, "stop", Some(&fault), error);
+        status("none");
+        if !keep_going {
+            break;
+        }
+    }
+    status("healing");
+    let time = clock.now_ns();
+    let heal = nemesis.heal_all().err().map(|e| e.to_string());
+    log.record(time, "heal-all", None, heal.clone());
+    match heal {
+        Some(e) => Err(RunError::Nemesis(format!("final heal failed: {e}"))),
+        None => Ok(()),
+    }
 }
 
 fn set_current(shared: &Shared, text: &str) {
@@ -528,6 +543,134 @@ fn client_loop(
         if kind == EventType::Info {
             process += concurrency;
             client = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nemesis::RecordingNemesis;
+
+    fn log() -> NemesisLog {
+        NemesisLog {
+            file: None,
+            clock: TestClock::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn schedule() -> Schedule {
+        let nodes: Vec<String> = (1..=5).map(|i| format!("n{i}")).collect();
+        let mut schedule = Schedule::new(11, &NemesisKind::ALL.into_iter().collect(), &nodes);
+        schedule.faulty = Duration::from_millis(15);
+        schedule.healed = Duration::from_millis(5);
+        schedule
+    }
+
+    fn sleep_until(deadline: Instant) -> bool {
+        thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        true
+    }
+
+    #[test]
+    fn every_fault_is_stopped_and_the_run_ends_healed() {
+        let mut nemesis = RecordingNemesis::default();
+        let mut log = log();
+        let end = Instant::now() + Duration::from_millis(200);
+        run_schedule(
+            &mut nemesis,
+            &mut schedule(),
+            end,
+            || None,
+            sleep_until,
+            &mut log,
+            |_| {},
+        )
+        .unwrap();
+        assert!(nemesis.active.is_empty());
+        let phases: Vec<&str> = log.events.iter().map(|e| e.phase.as_str()).collect();
+        assert!(phases.len() >= 3, "{phases:?}");
+        assert_eq!(phases.last(), Some(&"heal-all"));
+        for pair in log.events[..log.events.len() - 1].chunks(2) {
+            assert_eq!(pair[0].phase, "start");
+            assert_eq!(pair[1].phase, "stop");
+            assert_eq!(pair[0].fault, pair[1].fault);
+            assert!(pair[0].time <= pair[0].end_time && pair[0].end_time <= pair[1].time);
+        }
+    }
+
+    #[test]
+    fn an_interruption_during_a_fault_still_stops_it_and_heals() {
+        let mut nemesis = RecordingNemesis::default();
+        let mut log = log();
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut calls = 0;
+        // First wait (calm) passes, the second (during the fault) reports an interruption.
+        let wait = |deadline: Instant| {
+            calls += 1;
+            calls == 1 && sleep_until(deadline)
+        };
+        let started = Instant::now();
+        run_schedule(
+            &mut nemesis,
+            &mut schedule(),
+            end,
+            || None,
+            wait,
+            &mut log,
+            |_| {},
+        )
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let phases: Vec<&str> = log.events.iter().map(|e| e.phase.as_str()).collect();
+        assert_eq!(phases, ["start", "stop", "heal-all"]);
+        assert!(nemesis.active.is_empty());
+    }
+
+    #[test]
+    fn isolate_leader_asks_the_database() {
+        let mut nemesis = RecordingNemesis::default();
+        let mut log = log();
+        let nodes: Vec<String> = (1..=5).map(|i| format!("n{i}")).collect();
+        let mut schedule =
+            Schedule::new(2, &[NemesisKind::Partition].into_iter().collect(), &nodes);
+        schedule.faulty = Duration::from_millis(1);
+        schedule.healed = Duration::from_millis(1);
+        let end = Instant::now() + Duration::from_millis(150);
+        run_schedule(
+            &mut nemesis,
+            &mut schedule,
+            end,
+            || Some("n5".into()),
+            sleep_until,
+            &mut log,
+            |_| {},
+        )
+        .unwrap();
+        let isolated: Vec<&Fault> = log
+            .events
+            .iter()
+            .filter_map(|e| e.fault.as_ref())
+            .filter(|f| {
+                matches!(
+                    f,
+                    Fault::Partition {
+                        shape: crate::nemesis::PartitionKind::IsolateLeader,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert!(
+            !isolated.is_empty(),
+            "SEED=2 drew no isolate-leader in {} events",
+            log.events.len()
+        );
+        for fault in isolated {
+            if let Fault::Partition { grudge, .. } = fault {
+                assert_eq!(grudge["n5"].len(), 4);
+            }
         }
     }
 }

@@ -200,23 +200,10 @@ impl Cluster for SshCluster {
         self.torn_down = true;
         let mut first_error = None;
         for node in &self.nodes {
-            let dir = shell_quote(&self.node_dir(node));
-            let script = format!(
-                "for f in $(find {dir} -name '*.pid' 2>/dev/null); do \
-                   p=$(cat \"$f\" 2>/dev/null) || continue; \
-                   case \"$p\" in ''|*[!0-9]*) continue;; esac; \
-                   [ -d /proc/$p ] && kill -TERM $p 2>/dev/null && kill -CONT $p 2>/dev/null; \
-                 done; sleep 0.3; \
-                 for f in $(find {dir} -name '*.pid' 2>/dev/null); do \
-                   p=$(cat \"$f\" 2>/dev/null) || continue; \
-                   case \"$p\" in ''|*[!0-9]*) continue;; esac; \
-                   [ -d /proc/$p ] && kill -KILL $p 2>/dev/null; \
-                 done; \
-                 {heal}; \
-                 rm -rf {dir}; rmdir {parent} {grand} 2>/dev/null; true",
-                heal = crate::nemesis::apply::remove_chain_script(),
-                parent = shell_quote(&format!("{BASE_DIR}/{}/nodes", self.tag)),
-                grand = shell_quote(&format!("{BASE_DIR}/{}", self.tag)),
+            let script = teardown_script(
+                &self.node_dir(node),
+                &format!("{BASE_DIR}/{}/nodes", self.tag),
+                &format!("{BASE_DIR}/{}", self.tag),
             );
             if let Err(error) = self.ssh.exec(node, &script) {
                 first_error.get_or_insert(ClusterError::from(error));
@@ -230,6 +217,34 @@ impl Cluster for SshCluster {
         let _ = fs::remove_dir(format!("{BASE_DIR}/{}", self.tag));
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// The remote half of an ssh cluster's teardown. Signals only pids from pid files under
+/// `dir` whose executable also lives under `dir` (our daemons' binaries are uploaded there), so
+/// a stale pid file whose pid was reused by another program is left alone: TERM (+CONT), a
+/// short grace, KILL. Then removes our iptables chain and our directories.
+pub fn teardown_script(dir: &str, parent: &str, grand: &str) -> String {
+    let dir = shell_quote(dir);
+    let ours = format!(
+        "ours() {{ case \"$(readlink /proc/$1/exe 2>/dev/null)\" in {dir}/*) return 0;; esac; return 1; }}"
+    );
+    let each = |action: &str| {
+        format!(
+            "for f in $(find {dir} -name '*.pid' 2>/dev/null); do \
+               p=$(cat \"$f\" 2>/dev/null) || continue; \
+               case \"$p\" in ''|*[!0-9]*) continue;; esac; \
+               ours $p && {{ {action}; }}; \
+             done"
+        )
+    };
+    format!(
+        "{ours}\n{term}; sleep 0.3; {kill}; {heal}; rm -rf {dir}; rmdir {parent} {grand} 2>/dev/null; true",
+        term = each("kill -TERM $p; kill -CONT $p"),
+        kill = each("kill -KILL $p"),
+        heal = crate::nemesis::apply::remove_chain_script(),
+        parent = shell_quote(parent),
+        grand = shell_quote(grand),
+    )
 }
 
 impl Drop for SshCluster {
@@ -262,6 +277,38 @@ mod tests {
         assert_eq!(names, ["n1", "web", "n3"]);
         assert_eq!(nodes[1].ip, Ipv4Addr::new(192, 0, 2, 10));
         assert_eq!(nodes[1].host, "db1.example");
+    }
+
+    /// The teardown script against real processes: it kills the daemon running a binary from
+    /// our directory and spares a live process whose pid sits in a stale pid file.
+    #[test]
+    fn teardown_script_kills_only_our_binaries() {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::copy("/bin/sleep", bin.join("sleep")).unwrap();
+        let mut ours = Command::new(bin.join("sleep")).arg("30").spawn().unwrap();
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        fs::write(dir.path().join("ours.pid"), format!("{}\n", ours.id())).unwrap();
+        fs::write(dir.path().join("stale.pid"), format!("{}\n", other.id())).unwrap();
+        let root = dir.path().display().to_string();
+        let script = teardown_script(&root, &format!("{root}/none"), &format!("{root}/none2"))
+            .replace(&crate::nemesis::apply::remove_chain_script(), "true");
+        let status = Command::new("sh").arg("-c").arg(&script).status().unwrap();
+        assert!(status.success());
+        let ours_status = ours.wait().unwrap();
+        assert!(!ours_status.success(), "our daemon was signalled");
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "a foreign pid must survive"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert!(
+            !dir.path().join("bin").exists(),
+            "the node directory is removed"
+        );
     }
 
     #[test]
