@@ -32,38 +32,49 @@ impl Raft {
         self.votes.insert(self.id, true);
         self.leader = None;
         self.reset_election_timer();
-        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        self.campaign_is_transfer = transfer;
         if pre_vote {
             self.role = Role::PreCandidate;
             self.counters.pre_votes_started += 1;
-            let term = self.term + 1;
-            for to in self.peer_ids() {
-                self.send_with_term(
-                    to,
-                    term,
-                    MessageBody::PreVote {
-                        last_log_index,
-                        last_log_term,
-                    },
-                );
-            }
         } else {
             self.role = Role::Candidate;
             self.term += 1;
             self.vote = Some(self.id);
             self.counters.elections_started += 1;
-            for to in self.peer_ids() {
-                self.send(
-                    to,
-                    MessageBody::Vote {
-                        last_log_index,
-                        last_log_term,
-                        leadership_transfer: transfer,
-                    },
-                );
+        }
+        self.request_votes();
+        self.check_election_result();
+    }
+
+    /// Sends the (pre-)vote request to every voter that has not answered
+    /// yet. Called when the campaign starts and again every heartbeat
+    /// interval while it lasts: requests are idempotent (a voter grants the
+    /// same candidate again), and on a lossy or slow network a fresh request
+    /// is a fresh chance to finish the election before the timeout.
+    pub(crate) fn request_votes(&mut self) {
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let missing: Vec<NodeId> = self
+            .peer_ids()
+            .into_iter()
+            .filter(|id| !self.votes.contains_key(id))
+            .collect();
+        for to in missing {
+            if self.role == Role::PreCandidate {
+                let body = MessageBody::PreVote {
+                    last_log_index,
+                    last_log_term,
+                };
+                self.send_with_term(to, self.term + 1, body);
+            } else {
+                let leadership_transfer = self.campaign_is_transfer;
+                let body = MessageBody::Vote {
+                    last_log_index,
+                    last_log_term,
+                    leadership_transfer,
+                };
+                self.send(to, body);
             }
         }
-        self.check_election_result();
     }
 
     pub(crate) fn check_election_result(&mut self) {

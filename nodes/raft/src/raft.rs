@@ -102,6 +102,8 @@ pub(crate) struct Raft {
     pub(crate) heartbeat_sent_ticks: VecDeque<(u64, u64)>,
     /// TimeoutNow was sent in this term: no more lease reads.
     pub(crate) lease_revoked: bool,
+    /// The current campaign answers a TimeoutNow (resent requests keep the flag).
+    pub(crate) campaign_is_transfer: bool,
     pub(crate) pending_reads: VecDeque<PendingRead>,
     /// Reads that arrived before this leader committed an entry of its term.
     pub(crate) reads_awaiting_commit: Vec<(NodeId, Vec<u8>)>,
@@ -192,6 +194,7 @@ impl Raft {
             now_ticks: 0,
             heartbeat_sent_ticks: VecDeque::new(),
             lease_revoked: false,
+            campaign_is_transfer: false,
             pending_reads: VecDeque::new(),
             reads_awaiting_commit: Vec::new(),
             read_heartbeat_pending: false,
@@ -237,6 +240,12 @@ impl Raft {
             self.election_elapsed_ticks = self.election_elapsed_ticks.saturating_add(1);
             if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
                 self.campaign(self.cfg.pre_vote, false);
+            } else if matches!(self.role, Role::PreCandidate | Role::Candidate) {
+                self.heartbeat_elapsed_ticks += 1;
+                if self.heartbeat_elapsed_ticks >= self.cfg.heartbeat_interval_ticks {
+                    self.heartbeat_elapsed_ticks = 0;
+                    self.request_votes();
+                }
             }
         }
     }
