@@ -11,23 +11,89 @@ use super::{Model, ModelError};
 use crate::history::{Operation, Status};
 use crate::value::Value;
 
+/// A string value with a polynomial hash maintained through appends, so the
+/// search hashes a state in O(1) however long it grows. Equality stays exact
+/// (the hash only short-cuts the comparison).
+#[derive(Clone, Debug)]
+pub struct KvValue {
+    hash: u64,
+    /// `BASE^len`, to append in O(1) hash work.
+    power: u64,
+    text: Arc<str>,
+}
+
+const BASE: u64 = 0x100_0000_01b3;
+
+impl KvValue {
+    /// The value of `text`.
+    pub fn new(text: &str) -> KvValue {
+        let mut hash = 0u64;
+        let mut power = 1u64;
+        for &b in text.as_bytes() {
+            hash = hash.wrapping_mul(BASE).wrapping_add(u64::from(b) + 1);
+            power = power.wrapping_mul(BASE);
+        }
+        KvValue {
+            hash,
+            power,
+            text: Arc::from(text),
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn append(&self, suffix: &KvValue) -> KvValue {
+        if self.text.is_empty() {
+            return suffix.clone();
+        }
+        let mut s = String::with_capacity(self.text.len() + suffix.text.len());
+        s.push_str(&self.text);
+        s.push_str(&suffix.text);
+        KvValue {
+            hash: self
+                .hash
+                .wrapping_mul(suffix.power)
+                .wrapping_add(suffix.hash),
+            power: self.power.wrapping_mul(suffix.power),
+            text: Arc::from(s),
+        }
+    }
+}
+
+impl PartialEq for KvValue {
+    fn eq(&self, other: &KvValue) -> bool {
+        self.hash == other.hash && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+    }
+}
+
+impl Eq for KvValue {}
+
+impl std::hash::Hash for KvValue {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// A prepared kv operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KvOp {
     /// A get that returned this string.
-    Get(Arc<str>),
+    Get(KvValue),
     /// A put of this string.
-    Put(Arc<str>),
+    Put(KvValue),
     /// An append of this string.
-    Append(Arc<str>),
+    Append(KvValue),
 }
 
-fn string_of(op: &Operation, value: &Value) -> Result<Arc<str>, ModelError> {
+fn string_of(op: &Operation, value: &Value) -> Result<KvValue, ModelError> {
     match value {
-        Value::Str(s) => Ok(Arc::from(s.as_str())),
+        Value::Str(s) => Ok(KvValue::new(s)),
         // A get of a missing key may be logged as null; the service reads "".
-        Value::Nil => Ok(Arc::from("")),
-        Value::Int(i) => Ok(Arc::from(i.to_string())),
+        Value::Nil => Ok(KvValue::new("")),
+        Value::Int(i) => Ok(KvValue::new(&i.to_string())),
         other => Err(ModelError::new(
             op,
             format!("kv values are strings, got {other}"),
@@ -52,20 +118,11 @@ fn prepare_kv(op: &Operation, model: &str) -> Result<Option<KvOp>, ModelError> {
     }
 }
 
-fn step_value(value: &Arc<str>, op: &KvOp) -> Option<Arc<str>> {
+fn step_value(value: &KvValue, op: &KvOp) -> Option<KvValue> {
     match op {
         KvOp::Get(read) => (read == value).then(|| value.clone()),
         KvOp::Put(v) => Some(v.clone()),
-        KvOp::Append(v) => {
-            if value.is_empty() {
-                Some(v.clone())
-            } else {
-                let mut s = String::with_capacity(value.len() + v.len());
-                s.push_str(value);
-                s.push_str(v);
-                Some(Arc::from(s))
-            }
-        }
+        KvOp::Append(v) => Some(value.append(v)),
     }
 }
 
@@ -74,27 +131,27 @@ fn step_value(value: &Arc<str>, op: &KvOp) -> Option<Arc<str>> {
 pub struct Kv;
 
 impl Model for Kv {
-    type State = Arc<str>;
+    type State = KvValue;
     type Op = KvOp;
 
     fn name(&self) -> &'static str {
         "kv"
     }
 
-    fn init(&self) -> Arc<str> {
-        Arc::from("")
+    fn init(&self) -> KvValue {
+        KvValue::new("")
     }
 
     fn prepare(&self, op: &Operation) -> Result<Option<KvOp>, ModelError> {
         prepare_kv(op, "kv")
     }
 
-    fn step(&self, state: &Arc<str>, op: &KvOp) -> Option<Arc<str>> {
+    fn step(&self, state: &KvValue, op: &KvOp) -> Option<KvValue> {
         step_value(state, op)
     }
 
-    fn describe_state(&self, state: &Arc<str>) -> String {
-        format!("{state:?}")
+    fn describe_state(&self, state: &KvValue) -> String {
+        format!("{:?}", state.as_str())
     }
 }
 
@@ -103,7 +160,7 @@ impl Model for Kv {
 pub struct KvUnpartitioned;
 
 /// The map state: sorted (key, value) pairs, shared until written.
-pub type KvMap = Arc<Vec<(Arc<str>, Arc<str>)>>;
+pub type KvMap = Arc<Vec<(Arc<str>, KvValue)>>;
 
 impl Model for KvUnpartitioned {
     type State = KvMap;
@@ -124,13 +181,13 @@ impl Model for KvUnpartitioned {
 
     fn step(&self, state: &KvMap, (key, op): &(Arc<str>, KvOp)) -> Option<KvMap> {
         let position = state.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()));
-        let empty: Arc<str> = Arc::from("");
+        let empty = KvValue::new("");
         let current = match position {
             Ok(i) => &state[i].1,
             Err(_) => &empty,
         };
         let next = step_value(current, op)?;
-        if Arc::ptr_eq(&next, current) || next == *current {
+        if next == *current {
             return Some(state.clone());
         }
         let mut map = Vec::clone(state);
@@ -146,7 +203,10 @@ impl Model for KvUnpartitioned {
     }
 
     fn describe_state(&self, state: &KvMap) -> String {
-        let pairs: Vec<String> = state.iter().map(|(k, v)| format!("{k:?}: {v:?}")).collect();
+        let pairs: Vec<String> = state
+            .iter()
+            .map(|(k, v)| format!("{k:?}: {:?}", v.as_str()))
+            .collect();
         format!("{{{}}}", pairs.join(", "))
     }
 }
@@ -158,11 +218,12 @@ mod tests {
     #[test]
     fn append_to_missing_key_appends_to_empty() {
         let s = Kv.init();
-        let s = Kv.step(&s, &KvOp::Append(Arc::from("x"))).unwrap();
-        let s = Kv.step(&s, &KvOp::Append(Arc::from("y"))).unwrap();
-        assert_eq!(&*s, "xy");
-        assert!(Kv.step(&s, &KvOp::Get(Arc::from("x"))).is_none());
-        assert!(Kv.step(&s, &KvOp::Get(Arc::from("xy"))).is_some());
+        let s = Kv.step(&s, &KvOp::Append(KvValue::new("x"))).unwrap();
+        let s = Kv.step(&s, &KvOp::Append(KvValue::new("y"))).unwrap();
+        assert_eq!(s.as_str(), "xy");
+        assert_eq!(s, KvValue::new("xy"));
+        assert!(Kv.step(&s, &KvOp::Get(KvValue::new("x"))).is_none());
+        assert!(Kv.step(&s, &KvOp::Get(KvValue::new("xy"))).is_some());
     }
 
     #[test]
@@ -170,19 +231,19 @@ mod tests {
         let m = KvUnpartitioned;
         let s = m.init();
         let s = m
-            .step(&s, &(Arc::from("b"), KvOp::Put(Arc::from("1"))))
+            .step(&s, &(Arc::from("b"), KvOp::Put(KvValue::new("1"))))
             .unwrap();
         let s = m
-            .step(&s, &(Arc::from("a"), KvOp::Append(Arc::from("2"))))
+            .step(&s, &(Arc::from("a"), KvOp::Append(KvValue::new("2"))))
             .unwrap();
         assert!(m
-            .step(&s, &(Arc::from("a"), KvOp::Get(Arc::from("2"))))
+            .step(&s, &(Arc::from("a"), KvOp::Get(KvValue::new("2"))))
             .is_some());
         assert!(m
-            .step(&s, &(Arc::from("b"), KvOp::Get(Arc::from("2"))))
+            .step(&s, &(Arc::from("b"), KvOp::Get(KvValue::new("2"))))
             .is_none());
         assert!(m
-            .step(&s, &(Arc::from("c"), KvOp::Get(Arc::from(""))))
+            .step(&s, &(Arc::from("c"), KvOp::Get(KvValue::new(""))))
             .is_some());
     }
 }
