@@ -145,6 +145,12 @@ impl Raft {
         let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
         let granted = can_vote && up_to_date;
         if granted {
+            assert!(
+                self.vote.is_none() || self.vote == Some(from),
+                "one vote per term: voted {:?} in term {}, now {from}",
+                self.vote,
+                self.term
+            );
             self.vote = Some(from);
             self.reset_election_timer();
         }

@@ -93,6 +93,8 @@ pub struct RawNode {
     /// The hard state last handed out in a Ready (the true one, even when a
     /// mutation reported something else).
     previous_hard_state: HardState,
+    /// Term, vote and commit after the previous input, for the invariants.
+    observed: HardState,
 }
 
 impl std::fmt::Debug for RawNode {
@@ -110,9 +112,11 @@ impl RawNode {
     pub fn new(config: Config, restored: Restored) -> Result<RawNode, ConfigError> {
         let previous_hard_state = restored.hard_state.clone();
         let raft = Raft::new(config, restored)?;
+        let observed = raft.hard_state();
         Ok(RawNode {
             raft,
             previous_hard_state,
+            observed,
         })
     }
 
@@ -125,13 +129,7 @@ impl RawNode {
     /// Feeds one message from a peer. An `Err` means it was dropped and
     /// counted (stale, unknown sender, malformed...): normal under faults.
     pub fn step(&mut self, message: Message) -> Result<(), StepError> {
-        let term_before = self.raft.term;
         let result = self.raft.step(message);
-        assert!(
-            self.raft.term >= term_before,
-            "term decreased from {term_before} to {}",
-            self.raft.term
-        );
         self.check_invariants();
         result
     }
@@ -263,8 +261,31 @@ impl RawNode {
         &self.raft.counters
     }
 
-    /// applied <= commit <= last index, checked after every input.
-    fn check_invariants(&self) {
+    /// Checked after every input: term and commit never decrease, one vote
+    /// per term, applied <= commit <= last index.
+    fn check_invariants(&mut self) {
+        let now = self.raft.hard_state();
+        let before = &self.observed;
+        assert!(
+            now.term >= before.term,
+            "term decreased from {} to {}",
+            before.term,
+            now.term
+        );
+        assert!(
+            now.commit >= before.commit,
+            "commit decreased from {} to {}",
+            before.commit,
+            now.commit
+        );
+        if now.term == before.term && before.vote.is_some() {
+            assert_eq!(
+                now.vote, before.vote,
+                "vote changed within term {}",
+                now.term
+            );
+        }
+        self.observed = now;
         let log = &self.raft.log;
         assert!(
             log.applied <= log.committed,
