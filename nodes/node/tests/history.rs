@@ -2,6 +2,8 @@
 //! restart), a recorded history checked for linearizability with the checker;
 //! and the unsafe stale-read mode caught by the same check.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};
