@@ -19,6 +19,7 @@
 pub mod client;
 pub mod command;
 pub mod message;
+pub mod raft_node;
 pub mod server;
 pub mod state_machine;
 
