@@ -6,6 +6,40 @@
 //! and messages and carries out what it asks for, in the order written on
 //! [`Ready`].
 //!
+//! The runtime's loop, for a single-node cluster (a real runtime also
+//! sends `messages` to peers and feeds their messages to [`RawNode::step`]):
+//!
+//! ```
+//! use raft::{Config, EntryKind, RawNode, Restored, Role};
+//!
+//! let mut node = RawNode::new(Config::new(1, vec![1]), Restored::default()).unwrap();
+//! node.campaign(); // or tick() until the election timeout fires
+//! let mut applied = Vec::new();
+//! let mut proposed = false;
+//! while applied.is_empty() {
+//!     if node.status().role == Role::Leader && !proposed {
+//!         node.propose(b"x=1".to_vec()).unwrap();
+//!         proposed = true;
+//!     }
+//!     if node.has_ready() {
+//!         let ready = node.ready();
+//!         // 1. persist ready.snapshot, ready.entries, ready.hard_state (one fsync)
+//!         // 2. send ready.messages
+//!         // 3. restore ready.snapshot, then apply ready.committed_entries in order
+//!         for entry in ready.committed_entries {
+//!             if entry.kind == EntryKind::Normal {
+//!                 applied.push(entry.data);
+//!             }
+//!         }
+//!         // 4. serve ready.read_states whose index <= applied
+//!         node.advance(); // 5.
+//!     } else {
+//!         node.tick();
+//!     }
+//! }
+//! assert_eq!(applied, vec![b"x=1".to_vec()]);
+//! ```
+//!
 //! Layout: `log` (entries after a snapshot offset, persistence cursors),
 //! `progress` (per-follower replication state and in-flight window),
 //! `quorum` (majority maths), `raft` (state, timers, role changes, message
