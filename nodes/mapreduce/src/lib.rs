@@ -1,0 +1,1 @@
+//! MapReduce (Lab 1) with a Raft-replicated coordinator.

@@ -1,0 +1,1 @@
+//! Shard controller (Lab 4A), replicated by our Raft.

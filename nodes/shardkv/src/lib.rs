@@ -1,0 +1,1 @@
+//! Sharded KV (Lab 4B), replicated by our Raft.
