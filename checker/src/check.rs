@@ -204,6 +204,13 @@ fn partition<'h, M: Model>(
     Ok(groups)
 }
 
+/// Cores to use; asked once (reading the cgroup quota costs tens of microseconds,
+/// more than checking a small history).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Checks `history` against `model`: one search per partition, partitions
 /// spread over `options.threads` threads, largest first.
 pub fn check_with<M: Model>(
@@ -217,8 +224,10 @@ pub fn check_with<M: Model>(
         options.timeout.map(|t| started + t),
         options.max_memory_bytes,
     );
-    let threads = if options.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+    let threads = if groups.len() <= 1 {
+        1
+    } else if options.threads == 0 {
+        cores()
     } else {
         options.threads
     }

@@ -26,6 +26,11 @@
 //!   linearized set is "all of a prefix, plus a window": only the window is
 //!   stored and compared. Memory per cache entry therefore tracks the
 //!   concurrency, not the length, of the history.
+//! * The cache prunes by dominance, not only equality: a configuration with
+//!   the same definite ops and state as an explored one, plus some extra
+//!   optional ops, can only do less (optional ops may be left out). Without
+//!   this, every subset of pending unknown-outcome ops whose effect a later
+//!   `put` erases would replay the whole rest of the history.
 //! * The time and memory budgets, and a shared stop flag, are checked inside
 //!   the loop every [`BUDGET_CHECK_INTERVAL_STEPS`] iterations.
 
@@ -236,8 +241,10 @@ impl Linearized {
     fn set(&mut self, i: usize) {
         let (w, bit) = self.word_of(i);
         self.words[w] |= bit;
-        self.hash ^= self.zobrist[i];
         if i < self.definite {
+            // Only definite ops are hashed: entries that differ in optional
+            // ops share a probe chain, where dominance is checked.
+            self.hash ^= self.zobrist[i];
             if w >= self.hi {
                 self.hi = w + 1;
             }
@@ -250,8 +257,8 @@ impl Linearized {
     fn clear(&mut self, i: usize) {
         let (w, bit) = self.word_of(i);
         self.words[w] &= !bit;
-        self.hash ^= self.zobrist[i];
         if i < self.definite {
+            self.hash ^= self.zobrist[i];
             if w < self.lo {
                 self.lo = w;
             }
@@ -286,7 +293,10 @@ impl Linearized {
         &self.words[self.definite_words..]
     }
 
-    fn matches(&self, stored: &[u64]) -> bool {
+    /// True when `stored` has the same definite ops and a subset of the
+    /// optional ops: then this configuration is dominated by the stored one
+    /// (an optional op may always be left out), so exploring it is useless.
+    fn dominated_by(&self, stored: &[u64]) -> bool {
         if stored.first() != Some(&self.header()) {
             return false;
         }
@@ -294,7 +304,10 @@ impl Linearized {
         let info = self.info();
         stored.len() == 1 + window.len() + info.len()
             && &stored[1..1 + window.len()] == window
-            && &stored[1 + window.len()..] == info
+            && stored[1 + window.len()..]
+                .iter()
+                .zip(info)
+                .all(|(old, new)| old & !new == 0)
     }
 
     fn encode_into(&self, arena: &mut Vec<u64>) {
@@ -331,7 +344,9 @@ impl Cache {
         self.slots.len() * 4 + self.entries.capacity() * 16 + self.arena.capacity() * 8
     }
 
-    /// Inserts (`linearized`, `state`) unless present; true if it was new.
+    /// Inserts (`linearized`, `state`) unless it is dominated by an entry
+    /// (same definite ops and state, a subset of the optional ops); true if
+    /// it was inserted, i.e. the configuration is worth exploring.
     fn insert(&mut self, linearized: &Linearized, state: u32) -> bool {
         let hash = linearized.hash ^ mix(u64::from(state));
         let mask = self.slots.len() - 1;
@@ -345,7 +360,7 @@ impl Cache {
             if entry.hash == hash && entry.state == state {
                 let start = entry.offset as usize;
                 let end = start + linearized.encoded_len();
-                if end <= self.arena.len() && linearized.matches(&self.arena[start..end]) {
+                if end <= self.arena.len() && linearized.dominated_by(&self.arena[start..end]) {
                     return false;
                 }
             }
@@ -933,8 +948,13 @@ mod tests {
         assert_eq!(l.hi, 4);
         let mut arena = Vec::new();
         l.encode_into(&mut arena);
-        assert!(l.matches(&arena));
+        assert!(l.dominated_by(&arena));
+        l.set(202);
+        assert!(l.dominated_by(&arena), "more optional ops: still dominated");
+        l.clear(201);
+        assert!(!l.dominated_by(&arena), "fewer optional ops: not dominated");
+        l.set(201);
         l.clear(199);
-        assert!(!l.matches(&arena));
+        assert!(!l.dominated_by(&arena));
     }
 }
