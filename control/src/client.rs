@@ -5,6 +5,7 @@
 //! been sent is [`Completion::Info`] (unknown), never `Fail`; `Fail` only when the database
 //! said the operation certainly did not happen.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -44,4 +45,16 @@ pub trait ClientFactory: Send + Sync {
 /// Produces operations (Jepsen's generator) for one logical process.
 pub trait Generator: Send {
     fn next_op(&mut self, process: u64) -> Op;
+}
+
+/// What a test runs against a database: the operations, the clients that perform them, and
+/// the checker model that judges the history. The runner drives any `Workload` with any `Db`.
+pub trait Workload: Send + Sync {
+    fn name(&self) -> &str;
+    /// The checker model name (`kv`, `register`, `cas-register`).
+    fn model(&self) -> &str;
+    /// Operations for one client thread; `seed` differs per thread and derives from the test's.
+    fn generator(&self, seed: u64) -> Box<dyn Generator>;
+    /// Clients for this cluster (called once the nodes exist).
+    fn clients(&self, nodes: &[Node]) -> Arc<dyn ClientFactory>;
 }

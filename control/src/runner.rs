@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::analyze::{self, Validity};
-use crate::client::{ClientFactory, Completion, Generator};
+use crate::client::{ClientFactory, Completion, Workload};
 use crate::cluster::hosts::{SshCluster, SshClusterOptions};
 use crate::cluster::local::{LocalCluster, LocalOptions};
 use crate::cluster::{Cluster, ClusterError, Node};
@@ -29,7 +29,7 @@ use crate::nemesis::apply::ClusterNemesis;
 use crate::nemesis::schedule::Schedule;
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, NemesisKind};
 use crate::results::RunDir;
-use crate::workload::{KvGenerator, StandinClients};
+use crate::workload::StandinKv;
 
 /// Which machines.
 #[derive(Debug, Clone)]
@@ -132,31 +132,41 @@ pub struct Outcome {
     pub interrupted: bool,
 }
 
-/// The Db for `--db`, and its checker model for `--workload`.
-fn choose_db(options: &TestOptions) -> Result<(Box<dyn Db>, &'static str), RunError> {
+/// A database and the workload to run against it.
+pub type DbAndWorkload = (Box<dyn Db>, Box<dyn Workload>);
+
+/// The Db for `--db` and the workload for `--workload`, by name.
+pub fn choose(options: &TestOptions) -> Result<DbAndWorkload, RunError> {
     if let Some(mutation) = &options.mutation {
         return Err(RunError::BadOption(format!(
             "mutation `{mutation}` needs the KV node daemon, which the stand-in cannot emulate"
         )));
     }
-    let model = match options.workload.as_str() {
-        "kv" => "kv",
-        other => {
-            return Err(RunError::BadOption(format!(
-                "workload `{other}` is not available with --db {} (available: kv)",
-                options.db
-            )))
-        }
-    };
     match options.db.as_str() {
         "standin" => {
             let binary = options
                 .standin_binary
                 .clone()
-                .or_else(|| std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("standin"))))
+                .or_else(|| {
+                    std::env::current_exe()
+                        .ok()
+                        .and_then(|exe| exe.parent().map(|d| d.join("standin")))
+                })
                 .filter(|p| p.exists())
-                .ok_or_else(|| RunError::BadOption("the `standin` binary is not beside `control`; build with `cargo build -p control`".into()))?;
-            Ok((Box::new(db::standin_db(binary)), model))
+                .ok_or_else(|| {
+                    RunError::BadOption(
+                        "the `standin` binary is not beside `control`; build with `cargo build -p control`".into(),
+                    )
+                })?;
+            let workload: Box<dyn Workload> = match options.workload.as_str() {
+                "kv" => Box::new(StandinKv),
+                other => {
+                    return Err(RunError::BadOption(format!(
+                        "workload `{other}` is not available with --db standin (available: kv)"
+                    )))
+                }
+            };
+            Ok((Box::new(db::standin_db(binary)), workload))
         }
         other => Err(RunError::BadOption(format!(
             "db `{other}` is not available yet (available: standin; the KV node's Db is not wired in)"
@@ -222,15 +232,27 @@ struct Shared {
     current: Mutex<String>,
 }
 
-/// Runs one test. Returns the outcome once the results folder is complete.
+/// Runs one test with the Db and workload named in `options`.
 pub fn run_test(options: &TestOptions, interrupted: &AtomicBool) -> Result<Outcome, RunError> {
+    let (db, workload) = choose(options)?;
+    run_test_with(options, &*db, &*workload, interrupted)
+}
+
+/// Runs one test of `workload` against `db`. Returns the outcome once the results folder is
+/// complete (history, EDN, nemesis events, node logs, results.json, report.html).
+pub fn run_test_with(
+    options: &TestOptions,
+    db: &dyn Db,
+    workload: &dyn Workload,
+    interrupted: &AtomicBool,
+) -> Result<Outcome, RunError> {
     if options.nodes == 0 || options.concurrency == 0 || options.time.is_zero() {
         return Err(RunError::BadOption(
             "nodes, concurrency and time must be positive".into(),
         ));
     }
     eprintln!("SEED={}", options.seed);
-    let (db, model) = choose_db(options)?;
+    let model = workload.model().to_string();
     let run = RunDir::create(&options.results_root, &options.name, chrono::Local::now())?;
     eprintln!("control: results in {}", run.path.display());
     let provisioning = Instant::now();
@@ -254,14 +276,22 @@ pub fn run_test(options: &TestOptions, interrupted: &AtomicBool) -> Result<Outco
         events: Vec::new(),
     };
     let mut errors = Vec::new();
-    if let Err(e) = drive(&*cluster, &*db, options, &history, &mut log, interrupted) {
+    if let Err(e) = drive(
+        &*cluster,
+        db,
+        workload,
+        options,
+        &history,
+        &mut log,
+        interrupted,
+    ) {
         errors.push(e.to_string());
     }
     for node in cluster.nodes() {
         if let Err(e) = db.stop(&*cluster, node) {
             errors.push(format!("stopping {}: {e}", node.name));
         }
-        if let Err(e) = db::collect_logs(&*db, &*cluster, node, &run.node_dir(&node.name)) {
+        if let Err(e) = db::collect_logs(db, &*cluster, node, &run.node_dir(&node.name)) {
             errors.push(format!("collecting logs of {}: {e}", node.name));
         }
     }
@@ -270,7 +300,7 @@ pub fn run_test(options: &TestOptions, interrupted: &AtomicBool) -> Result<Outco
         errors.push(format!("teardown: {e}"));
     }
     drop(cluster);
-    let analysis = analyze::analyze(&run, model, options.check_timeout)?;
+    let analysis = analyze::analyze(&run, &model, options.check_timeout)?;
     let info = json!({
         "test": options.name,
         "db": options.db,
@@ -305,6 +335,7 @@ pub fn run_test(options: &TestOptions, interrupted: &AtomicBool) -> Result<Outco
 fn drive(
     cluster: &dyn Cluster,
     db: &dyn Db,
+    workload: &dyn Workload,
     options: &TestOptions,
     history: &HistoryWriter,
     log: &mut NemesisLog,
@@ -344,9 +375,7 @@ fn drive(
         ok: AtomicU64::new(0),
         current: Mutex::new("none".into()),
     };
-    let factory: Arc<dyn ClientFactory> = Arc::new(StandinClients {
-        primary: nodes[0].clone(),
-    });
+    let factory: Arc<dyn ClientFactory> = workload.clients(&nodes);
     let progress = if options.progress {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
     } else {
@@ -360,11 +389,16 @@ fn drive(
     let mut result = Ok(());
     thread::scope(|scope| {
         for worker in 0..options.concurrency {
-            let (shared, factory, nodes) = (&shared, factory.clone(), &nodes);
-            let netns = cluster.client_netns();
-            scope.spawn(move || {
-                client_loop(worker, options, history, shared, &*factory, nodes, netns)
-            });
+            let context = ClientContext {
+                options,
+                history,
+                shared: &shared,
+                factory: &*factory,
+                workload,
+                node: &nodes[worker % nodes.len()],
+                netns: cluster.client_netns(),
+            };
+            scope.spawn(move || client_loop(worker, context));
         }
         let tick = |progress: &ProgressBar, shared: &Shared| {
             let current = shared.current.lock().map(|c| c.clone()).unwrap_or_default();
@@ -461,17 +495,31 @@ fn set_current(shared: &Shared, text: &str) {
     }
 }
 
+/// What a client thread works with.
+struct ClientContext<'a> {
+    options: &'a TestOptions,
+    history: &'a HistoryWriter,
+    shared: &'a Shared,
+    factory: &'a dyn ClientFactory,
+    workload: &'a dyn Workload,
+    /// The node this thread's clients talk to.
+    node: &'a Node,
+    /// Namespace to enter before opening sockets.
+    netns: Option<String>,
+}
+
 /// One client thread: a logical process at a time; after an `info` the process is retired and
 /// the thread continues as process `p + concurrency` with a fresh client (Jepsen's rule).
-fn client_loop(
-    worker: usize,
-    options: &TestOptions,
-    history: &HistoryWriter,
-    shared: &Shared,
-    factory: &dyn ClientFactory,
-    nodes: &[Node],
-    netns: Option<String>,
-) {
+fn client_loop(worker: usize, context: ClientContext<'_>) {
+    let ClientContext {
+        options,
+        history,
+        shared,
+        factory,
+        workload,
+        node,
+        netns,
+    } = context;
     if let Some(ns) = netns {
         if let Err(e) = crate::netns::enter(&ns) {
             eprintln!("control: client {worker}: {e}");
@@ -480,12 +528,9 @@ fn client_loop(
     }
     let concurrency = options.concurrency as u64;
     let mut process = worker as u64;
-    let mut generator = KvGenerator::new(
-        options.seed.wrapping_add(0x9e37_79b9 * (worker as u64 + 1)),
-        5,
-    );
+    let mut generator =
+        workload.generator(options.seed.wrapping_add(0x9e37_79b9 * (worker as u64 + 1)));
     let mut client = None;
-    let node = &nodes[worker % nodes.len()];
     // Each client paces itself to its share of the rate; the first op is staggered.
     let interval = (options.rate > 0)
         .then(|| Duration::from_secs_f64(concurrency as f64 / f64::from(options.rate)));

@@ -8,13 +8,14 @@
 //! and the checker says so — which is what a stand-in is for.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use crate::client::{Client, ClientFactory, Completion, Generator, Op};
+use crate::client::{Client, ClientFactory, Completion, Generator, Op, Workload};
 use crate::cluster::Node;
 use crate::db::STANDIN_PORT;
 
@@ -68,6 +69,35 @@ impl Generator for KvGenerator {
                 value: Value::String(unique),
             },
         }
+    }
+}
+
+/// The `kv` workload against the stand-in: [`KvGenerator`] over 5 keys at a time, UDP
+/// clients to the first node, checked with the `kv` model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StandinKv;
+
+impl Workload for StandinKv {
+    fn name(&self) -> &str {
+        "kv"
+    }
+
+    fn model(&self) -> &str {
+        "kv"
+    }
+
+    fn generator(&self, seed: u64) -> Box<dyn Generator> {
+        Box::new(KvGenerator::new(seed, 5))
+    }
+
+    fn clients(&self, nodes: &[Node]) -> Arc<dyn ClientFactory> {
+        Arc::new(StandinClients {
+            primary: nodes.first().cloned().unwrap_or(Node {
+                name: "none".into(),
+                host: "0.0.0.0".into(),
+                ip: std::net::Ipv4Addr::UNSPECIFIED,
+            }),
+        })
     }
 }
 
