@@ -112,6 +112,8 @@ impl Raft {
         let next_index = self.log.last_index() + 1;
         for p in self.progress.values_mut() {
             *p = Progress::new(next_index, self.cfg.max_inflight_messages);
+            // Everyone gets a full election timeout to answer the new leader.
+            p.last_active_tick = Some(self.now_ticks);
         }
         if !self.cfg.mutations.break_figure8_commit_rule {
             // §8: commit an entry of this term at once, so that entries of

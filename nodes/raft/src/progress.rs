@@ -83,7 +83,9 @@ pub(crate) struct Progress {
     pub(crate) probe_sent: bool,
     pub(crate) inflights: Inflights,
     /// Heard from since the last check-quorum round.
-    pub(crate) recent_active: bool,
+    /// When the leader last heard from this follower (leader's ticks), for
+    /// check-quorum.
+    pub(crate) last_active_tick: Option<u64>,
     /// Highest ReadIndex round this follower confirmed in the current term.
     pub(crate) read_round_acked: u64,
     /// Lease mode: when the newest heartbeat this follower acknowledged was
@@ -103,7 +105,7 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             inflights: Inflights::new(inflight_capacity),
-            recent_active: false,
+            last_active_tick: None,
             read_round_acked: 0,
             lease_acked_sent_tick: None,
             snapshot_offset: 0,

@@ -250,23 +250,34 @@ impl Raft {
         }
     }
 
+    /// Whether a majority (counting this leader) was heard from within the
+    /// last `election_timeout_ticks_min` ticks.
+    pub(crate) fn quorum_recently_active(&self) -> bool {
+        let active = self
+            .progress
+            .values()
+            .filter(|p| self.recently_active(p))
+            .count();
+        active + 1 >= self.cfg.quorum()
+    }
+
+    pub(crate) fn recently_active(&self, progress: &Progress) -> bool {
+        let window = u64::from(self.cfg.election_timeout_ticks_min);
+        progress
+            .last_active_tick
+            .is_some_and(|t| self.now_ticks - t < window)
+    }
+
     pub(crate) fn tick_leader(&mut self) {
         self.now_ticks += 1;
         self.heartbeat_elapsed_ticks += 1;
         self.election_elapsed_ticks += 1;
-        if self.election_elapsed_ticks >= self.cfg.election_timeout_ticks_min {
-            self.election_elapsed_ticks = 0;
-            if self.cfg.check_quorum {
-                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
-                if active < self.cfg.quorum() {
-                    self.counters.check_quorum_step_downs += 1;
-                    self.become_follower(self.term, None);
-                    return;
-                }
-                for p in self.progress.values_mut() {
-                    p.recent_active = false;
-                }
-            }
+        if self.cfg.check_quorum && !self.quorum_recently_active() {
+            // Check-quorum: no majority heard from within an election
+            // timeout, so a new leader may exist; stop acting as leader.
+            self.counters.check_quorum_step_downs += 1;
+            self.become_follower(self.term, None);
+            return;
         }
         if self.lead_transferee.is_some() {
             self.transfer_elapsed_ticks += 1;

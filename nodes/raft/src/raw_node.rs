@@ -234,7 +234,7 @@ impl RawNode {
                     next_index: p.next_index,
                     state: p.state,
                     inflight_messages: p.inflights.len(),
-                    recent_active: p.recent_active,
+                    recent_active: r.recently_active(p),
                 })
                 .collect()
         } else {

@@ -280,7 +280,7 @@ impl Raft {
                     });
                 }
                 if let Some(p) = self.progress.get_mut(&from) {
-                    p.recent_active = true;
+                    p.last_active_tick = Some(self.now_ticks);
                 }
                 if success {
                     self.handle_append_success(from, index);
@@ -300,7 +300,7 @@ impl Raft {
                 let Some(p) = self.progress.get_mut(&from) else {
                     return Err(StepError::UnknownSender { from });
                 };
-                p.recent_active = true;
+                p.last_active_tick = Some(self.now_ticks);
                 p.read_round_acked = p.read_round_acked.max(read_round);
                 if let Ok(at) = self
                     .heartbeat_sent_ticks
@@ -410,7 +410,7 @@ impl Raft {
         let Some(p) = self.progress.get_mut(&from) else {
             return Err(StepError::UnknownSender { from });
         };
-        p.recent_active = true;
+        p.last_active_tick = Some(self.now_ticks);
         let ProgressState::Snapshot { index } = p.state else {
             return Err(StepError::Unexpected {
                 from,

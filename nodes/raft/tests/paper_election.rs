@@ -129,16 +129,27 @@ fn check_quorum_lease_ignores_disruptive_votes() {
     assert_eq!(c.node(2).status().leader, Some(1));
 }
 
-/// Check-quorum: a leader cut off from the majority steps down within an
-/// election timeout (and the majority elects a new one).
+/// Check-quorum: a leader cut off from the majority steps down exactly one
+/// election timeout after it last heard from a majority (and the majority
+/// elects a new one).
 #[test]
 fn check_quorum_leader_steps_down_when_isolated() {
     let mut c = Cluster::new(5);
     c.elect(1);
     c.isolate(1);
     let min = c.configs[&1].election_timeout_ticks_min;
-    c.tick_all(2 * min);
-    assert_eq!(c.node(1).status().role, Role::Follower);
+    c.tick_all(min - 1);
+    assert_eq!(
+        c.node(1).status().role,
+        Role::Leader,
+        "not before an election timeout"
+    );
+    c.tick_all(1);
+    assert_eq!(
+        c.node(1).status().role,
+        Role::Follower,
+        "within an election timeout"
+    );
     assert_eq!(c.node(1).counters().check_quorum_step_downs, 1);
     c.tick_all(40);
     let leaders = c.leaders();
