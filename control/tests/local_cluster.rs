@@ -42,6 +42,11 @@ fn standin() -> ProcessDb {
     standin_db(PathBuf::from(env!("CARGO_BIN_EXE_standin")))
 }
 
+/// Probes per check: a node "answers" if any of these gets a reply and is "silent" only if
+/// none does, so a loaded machine (tests run beside compilers) cannot fake either verdict
+/// with one slow reply.
+const PROBE_ATTEMPTS: u32 = 5;
+
 /// Sends `ping` from the control namespace (where the test's clients live) to a node.
 fn probe_from_control(cluster: &LocalCluster, node: &Node) -> Option<String> {
     let target = SocketAddr::from((node.ip, STANDIN_PORT));
@@ -50,10 +55,14 @@ fn probe_from_control(cluster: &LocalCluster, node: &Node) -> Option<String> {
         socket
             .set_read_timeout(Some(Duration::from_millis(300)))
             .ok()?;
-        socket.send_to(b"ping", target).ok()?;
         let mut buffer = [0u8; 256];
-        let (n, _) = socket.recv_from(&mut buffer).ok()?;
-        Some(String::from_utf8_lossy(&buffer[..n]).into_owned())
+        for _ in 0..PROBE_ATTEMPTS {
+            socket.send_to(b"ping", target).ok()?;
+            if let Ok((n, _)) = socket.recv_from(&mut buffer) {
+                return Some(String::from_utf8_lossy(&buffer[..n]).into_owned());
+            }
+        }
+        None
     })
     .expect("enter control namespace")
 }
@@ -61,12 +70,13 @@ fn probe_from_control(cluster: &LocalCluster, node: &Node) -> Option<String> {
 /// Runs the stand-in's probe on node `from` against node `to`: true when `to` answered.
 fn probe_between(cluster: &dyn Cluster, from: &Node, to: &Node) -> bool {
     let binary = format!("{}/bin/standin", cluster.node_dir(from));
+    let script = format!(
+        "for i in $(seq {PROBE_ATTEMPTS}); do {binary} probe {}:{STANDIN_PORT} --timeout-ms 300 && exit 0; done; exit 1",
+        to.ip
+    );
     let output = cluster
         .ssh()
-        .exec_status(
-            from,
-            &format!("{binary} probe {}:{STANDIN_PORT} --timeout-ms 300", to.ip),
-        )
+        .exec_status(from, &script)
         .expect("ssh to the probing node");
     output.success()
 }
