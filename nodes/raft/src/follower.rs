@@ -49,10 +49,12 @@ impl Raft {
                 leader_commit,
             ),
             MessageBody::Heartbeat { commit, read_round } => {
+                // The leader sends at most our acknowledged match index, so
+                // the entries up to `commit` are the leader's. A commit beyond
+                // our log means we lost acknowledged entries (a storage bug);
+                // leave it to the next Append rather than trust it.
                 if commit <= self.log.last_index() {
                     self.log.commit_to(commit);
-                } else {
-                    self.counters.dropped_malformed += 1;
                 }
                 self.send(from, MessageBody::HeartbeatResponse { read_round });
                 Ok(())
