@@ -155,6 +155,28 @@ impl KvStateMachine {
         }
     }
 
+    /// For hosts that consume no-op entries themselves (the simulator's
+    /// `StateMachine` seam): applies the command data of the entry at
+    /// `index`, which must be above the applied index but may skip the
+    /// indexes of no-ops. `None` for an index already applied or data that
+    /// does not decode (skipped alike on every replica, and logged).
+    pub fn apply_at(&mut self, index: Index, data: &[u8]) -> Option<(Command, ApplyOutcome)> {
+        if index <= self.applied_index {
+            return None;
+        }
+        self.applied_index = index;
+        match Command::decode(data) {
+            Ok(command) => {
+                let outcome = self.apply_command(&command);
+                Some((command, outcome))
+            }
+            Err(error) => {
+                tracing::warn!(index, %error, "skipping undecodable log entry");
+                None
+            }
+        }
+    }
+
     /// Applies one command with deduplication (does not move the applied index;
     /// [`Self::apply_entry`] does).
     pub fn apply_command(&mut self, command: &Command) -> ApplyOutcome {
@@ -214,6 +236,15 @@ impl KvStateMachine {
             data: self.data.clone(),
             sessions: self.sessions.clone(),
         })
+    }
+
+    /// Replaces the whole state with a snapshot's, trusting the applied
+    /// index recorded in the data (for hosts that pass no index). Returns it.
+    pub fn restore_embedded(&mut self, data: &[u8]) -> Result<Index, RestoreError> {
+        let snapshot: SnapshotData = decode_cbor(data)?;
+        let index = snapshot.applied_index;
+        self.restore(data, index)?;
+        Ok(index)
     }
 
     /// Replaces the whole state with a snapshot's. The runtime passes the
@@ -442,6 +473,18 @@ mod tests {
         );
         // Identical state gives identical bytes (no hash-order leakage).
         assert_eq!(restored.snapshot(), bytes);
+    }
+
+    #[test]
+    fn apply_at_allows_skipped_noop_indexes_and_embedded_restore_keeps_the_index() {
+        let mut sm = KvStateMachine::new();
+        assert!(sm.apply_at(2, &put(1, 1, "k", "v").encode()).is_some());
+        assert!(sm.apply_at(2, &put(1, 2, "k", "w").encode()).is_none());
+        assert!(sm.apply_at(5, &append(1, 2, "k", "w").encode()).is_some());
+        assert_eq!((sm.applied_index(), sm.read("k")), (5, "vw".to_string()));
+        let mut restored = KvStateMachine::new();
+        assert_eq!(restored.restore_embedded(&sm.snapshot()).unwrap(), 5);
+        assert_eq!(restored, sm);
     }
 
     #[test]
