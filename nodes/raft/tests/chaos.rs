@@ -35,8 +35,14 @@ fn run(seed: u64) {
         cfg.max_message_bytes = 64;
         cfg.max_inflight_messages = 3;
         cfg.snapshot_chunk_bytes = 32;
+        // Vary the protocol options across seeds so every path is swept.
         if seed.is_multiple_of(2) {
             cfg.read_mode = raft::ReadMode::Lease;
+        } else if seed % 5 == 1 {
+            cfg.check_quorum = false;
+        }
+        if seed % 3 == 0 {
+            cfg.pre_vote = false;
         }
         // For experiments: does this check notice a broken Raft?
         match std::env::var("RAFT_CHAOS_MUTATION").as_deref() {
