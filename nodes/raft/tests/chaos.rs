@@ -41,7 +41,7 @@ fn run(seed: u64) {
         } else if seed % 5 == 1 {
             cfg.check_quorum = false;
         }
-        if seed % 3 == 0 {
+        if seed.is_multiple_of(3) {
             cfg.pre_vote = false;
         }
         // For experiments: does this check notice a broken Raft?
