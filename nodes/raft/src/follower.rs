@@ -82,19 +82,7 @@ impl Raft {
         leader_commit: Index,
     ) -> Result<(), StepError> {
         let malformed = |reason| Err(StepError::Malformed { from, reason });
-        if prev_log_term > term {
-            return malformed("previous log term above the message term");
-        }
-        let mut previous_term = prev_log_term;
-        for (offset, entry) in entries.iter().enumerate() {
-            if prev_log_index.checked_add(1 + offset as u64) != Some(entry.index) {
-                return malformed("entries are not contiguous after the previous log index");
-            }
-            if entry.term < previous_term || entry.term > term {
-                return malformed("entry terms decrease or exceed the message term");
-            }
-            previous_term = entry.term;
-        }
+        check_append_shape(term, prev_log_index, prev_log_term, &entries).or_else(malformed)?;
         let committed = self.log.committed;
         let mut skip = 0;
         if prev_log_index < committed {
@@ -118,23 +106,7 @@ impl Raft {
             });
         }
         if self.log.term(prev_log_index) != Some(prev_log_term) {
-            let last = self.log.last_index();
-            let (conflict_term, conflict_index) = match self.log.term(prev_log_index) {
-                Some(t) if prev_log_index <= last => {
-                    (Some(t), self.log.first_index_of_term(t).max(committed + 1))
-                }
-                _ => (None, last + 1),
-            };
-            self.counters.append_rejections_sent += 1;
-            self.send(
-                from,
-                MessageBody::AppendResponse {
-                    success: false,
-                    index: prev_log_index,
-                    conflict_term,
-                    conflict_index,
-                },
-            );
+            self.reject_append(from, prev_log_index);
             return Ok(());
         }
         let new_entries = &entries[skip..];
@@ -172,6 +144,42 @@ impl Raft {
             },
         );
         Ok(())
+    }
+
+    /// §7: the whole snapshot arrived. If our log already holds its last
+    /// entry, keep the entries after it and just commit; otherwise replace
+    /// the log with it and hand it to the application in the next Ready.
+    pub(crate) fn install_received_snapshot(&mut self, snapshot: Snapshot) {
+        let index = snapshot.meta.index;
+        if self.log.term(index) == Some(snapshot.meta.term) {
+            self.log.commit_to(index);
+            return;
+        }
+        self.snapshot = Some(snapshot.clone());
+        self.log.install_snapshot(snapshot);
+        self.counters.snapshots_installed += 1;
+    }
+
+    /// §5.3 with the fast-backtracking hint: our term at the rejected index
+    /// and the first index of that term (or our last index + 1 when the log
+    /// is shorter), so the leader can skip a whole term per round trip.
+    pub(crate) fn reject_append(&mut self, from: NodeId, prev_log_index: Index) {
+        let last = self.log.last_index();
+        let committed = self.log.committed;
+        let (conflict_term, conflict_index) = match self.log.term(prev_log_index) {
+            Some(t) if prev_log_index <= last => {
+                (Some(t), self.log.first_index_of_term(t).max(committed + 1))
+            }
+            _ => (None, last + 1),
+        };
+        self.counters.append_rejections_sent += 1;
+        let body = MessageBody::AppendResponse {
+            success: false,
+            index: prev_log_index,
+            conflict_term,
+            conflict_index,
+        };
+        self.send(from, body);
     }
 
     pub(crate) fn handle_snapshot_chunk(
@@ -248,22 +256,8 @@ impl Raft {
             );
             return Ok(());
         }
-        let Some(IncomingSnapshot { meta, data }) = self.incoming_snapshot.take() else {
-            return Err(StepError::SnapshotChunkOffset {
-                from,
-                offset,
-                expected,
-            });
-        };
-        if self.log.term(snapshot_index) == Some(meta.term) {
-            // Our log already holds the snapshot's last entry (§7): keep the
-            // entries after it and just commit.
-            self.log.commit_to(snapshot_index);
-        } else {
-            let snapshot = Snapshot { meta, data };
-            self.snapshot = Some(snapshot.clone());
-            self.log.install_snapshot(snapshot);
-            self.counters.snapshots_installed += 1;
+        if let Some(IncomingSnapshot { meta, data }) = self.incoming_snapshot.take() {
+            self.install_received_snapshot(Snapshot { meta, data });
         }
         self.send(
             from,
@@ -275,4 +269,29 @@ impl Raft {
         );
         Ok(())
     }
+}
+
+/// What a well-formed Append looks like: entries numbered right after
+/// `prev_log_index` without overflow, terms never decreasing from
+/// `prev_log_term`, and nothing above the sender's term.
+fn check_append_shape(
+    term: Term,
+    prev_log_index: Index,
+    prev_log_term: Term,
+    entries: &[Entry],
+) -> Result<(), &'static str> {
+    if prev_log_term > term {
+        return Err("previous log term above the message term");
+    }
+    let mut previous_term = prev_log_term;
+    for (offset, entry) in entries.iter().enumerate() {
+        if prev_log_index.checked_add(1 + offset as u64) != Some(entry.index) {
+            return Err("entries are not contiguous after the previous log index");
+        }
+        if entry.term < previous_term || entry.term > term {
+            return Err("entry terms decrease or exceed the message term");
+        }
+        previous_term = entry.term;
+    }
+    Ok(())
 }
