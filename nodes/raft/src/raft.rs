@@ -391,70 +391,9 @@ impl Raft {
     }
 
     pub(crate) fn step_inner(&mut self, m: Message) -> Result<(), StepError> {
-        if m.to != self.id {
-            return Err(StepError::WrongRecipient {
-                to: m.to,
-                id: self.id,
-            });
-        }
-        if !self.progress.contains_key(&m.from) {
-            return Err(StepError::UnknownSender { from: m.from });
-        }
-        if m.max_index() > MAX_SENSIBLE_INDEX || m.term > MAX_SENSIBLE_INDEX {
-            return Err(StepError::Malformed {
-                from: m.from,
-                reason: "index or term beyond 2^62",
-            });
-        }
-        if m.term > self.term {
-            match &m.body {
-                MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true } => {}
-                MessageBody::Vote {
-                    leadership_transfer,
-                    ..
-                } if self.cfg.check_quorum && !leadership_transfer && self.in_lease() => {
-                    // A healthy leader exists: do not let a returning node
-                    // raise our term or take our vote.
-                    self.counters.votes_ignored_in_lease += 1;
-                    return Ok(());
-                }
-                body => {
-                    let leader = matches!(
-                        body,
-                        MessageBody::Append { .. }
-                            | MessageBody::Heartbeat { .. }
-                            | MessageBody::InstallSnapshot { .. }
-                    )
-                    .then_some(m.from);
-                    self.become_follower(m.term, leader);
-                }
-            }
-        } else if m.term < self.term {
-            match m.body {
-                MessageBody::Append { .. }
-                | MessageBody::Heartbeat { .. }
-                | MessageBody::InstallSnapshot { .. } => {
-                    // Tell the stale leader our term so it steps down.
-                    self.send(
-                        m.from,
-                        MessageBody::AppendResponse {
-                            success: false,
-                            index: 0,
-                            conflict_term: None,
-                            conflict_index: 0,
-                        },
-                    );
-                }
-                MessageBody::PreVote { .. } => {
-                    self.send(m.from, MessageBody::PreVoteResponse { granted: false });
-                }
-                _ => {}
-            }
-            return Err(StepError::StaleTerm {
-                from: m.from,
-                message_term: m.term,
-                term: self.term,
-            });
+        self.check_envelope(&m)?;
+        if !self.reconcile_term(&m)? {
+            return Ok(());
         }
         match m.body {
             MessageBody::PreVote {
@@ -478,5 +417,72 @@ impl Raft {
                 Role::Follower => self.step_follower(m),
             },
         }
+    }
+
+    /// Addressed to us, from a peer, with indexes and term in range.
+    pub(crate) fn check_envelope(&self, m: &Message) -> Result<(), StepError> {
+        if m.to != self.id {
+            return Err(StepError::WrongRecipient {
+                to: m.to,
+                id: self.id,
+            });
+        }
+        if !self.progress.contains_key(&m.from) {
+            return Err(StepError::UnknownSender { from: m.from });
+        }
+        if m.max_index() > MAX_SENSIBLE_INDEX || m.term > MAX_SENSIBLE_INDEX {
+            let reason = "index or term beyond 2^62";
+            return Err(StepError::Malformed {
+                from: m.from,
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// §5.1: a higher term makes us a follower of it (except pre-votes,
+    /// and vote requests while we hear from a healthy leader); a lower term
+    /// is refused, telling a stale leader or pre-candidate our term.
+    /// Returns whether the message should be handled further.
+    pub(crate) fn reconcile_term(&mut self, m: &Message) -> Result<bool, StepError> {
+        let from_leader = matches!(
+            m.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        );
+        if m.term > self.term {
+            match &m.body {
+                MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true } => {}
+                MessageBody::Vote {
+                    leadership_transfer,
+                    ..
+                } if self.cfg.check_quorum && !leadership_transfer && self.in_lease() => {
+                    // A healthy leader exists: do not let a returning node
+                    // raise our term or take our vote.
+                    self.counters.votes_ignored_in_lease += 1;
+                    return Ok(false);
+                }
+                _ => self.become_follower(m.term, from_leader.then_some(m.from)),
+            }
+        } else if m.term < self.term {
+            if from_leader {
+                let body = MessageBody::AppendResponse {
+                    success: false,
+                    index: 0,
+                    conflict_term: None,
+                    conflict_index: 0,
+                };
+                self.send(m.from, body);
+            } else if matches!(m.body, MessageBody::PreVote { .. }) {
+                self.send(m.from, MessageBody::PreVoteResponse { granted: false });
+            }
+            return Err(StepError::StaleTerm {
+                from: m.from,
+                message_term: m.term,
+                term: self.term,
+            });
+        }
+        Ok(true)
     }
 }
