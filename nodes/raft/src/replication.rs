@@ -290,45 +290,7 @@ impl Raft {
                 Ok(())
             }
             MessageBody::HeartbeatResponse { read_round } => {
-                if read_round >= self.read_round {
-                    return Err(StepError::Malformed {
-                        from,
-                        reason: "read round never sent",
-                    });
-                }
-                let last_index = self.log.last_index();
-                let Some(p) = self.progress.get_mut(&from) else {
-                    return Err(StepError::UnknownSender { from });
-                };
-                p.last_active_tick = Some(self.now_ticks);
-                p.read_round_acked = p.read_round_acked.max(read_round);
-                if let Ok(at) = self
-                    .heartbeat_sent_ticks
-                    .binary_search_by_key(&read_round, |&(r, _)| r)
-                {
-                    let sent = self.heartbeat_sent_ticks[at].1;
-                    p.lease_acked_sent_tick = p.lease_acked_sent_tick.max(Some(sent));
-                }
-                p.probe_sent = false;
-                match p.state {
-                    ProgressState::Snapshot { .. } => {
-                        // The chunk or its answer may be lost: resend it.
-                        self.send_snapshot_chunk(from);
-                    }
-                    ProgressState::Replicate | ProgressState::Probe
-                        if p.match_index < last_index =>
-                    {
-                        if p.inflights.full() {
-                            p.inflights.free_first_one();
-                        }
-                        if self.send_append_or_empty(from, true) {
-                            self.send_appends(from);
-                        }
-                    }
-                    _ => {}
-                }
-                self.confirm_reads();
-                Ok(())
+                self.handle_heartbeat_response(from, read_round)
             }
             MessageBody::SnapshotResponse {
                 snapshot_index,
@@ -344,6 +306,53 @@ impl Raft {
             }
             _ => Err(self.unexpected(&m)),
         }
+    }
+
+    /// A heartbeat answer proves the follower is alive (check-quorum),
+    /// confirms ReadIndex rounds (and the lease), and is the moment to
+    /// resume a paused probe or resend a snapshot chunk that may be lost.
+    pub(crate) fn handle_heartbeat_response(
+        &mut self,
+        from: NodeId,
+        read_round: u64,
+    ) -> Result<(), StepError> {
+        if read_round >= self.read_round {
+            return Err(StepError::Malformed {
+                from,
+                reason: "read round never sent",
+            });
+        }
+        let last_index = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return Err(StepError::UnknownSender { from });
+        };
+        p.last_active_tick = Some(self.now_ticks);
+        p.read_round_acked = p.read_round_acked.max(read_round);
+        if let Ok(at) = self
+            .heartbeat_sent_ticks
+            .binary_search_by_key(&read_round, |&(r, _)| r)
+        {
+            let sent = self.heartbeat_sent_ticks[at].1;
+            p.lease_acked_sent_tick = p.lease_acked_sent_tick.max(Some(sent));
+        }
+        p.probe_sent = false;
+        match p.state {
+            ProgressState::Snapshot { .. } => {
+                self.send_snapshot_chunk(from);
+            }
+            ProgressState::Replicate | ProgressState::Probe if p.match_index < last_index => {
+                // Also recovers a full window whose Appends were all lost.
+                if p.inflights.full() {
+                    p.inflights.free_first_one();
+                }
+                if self.send_append_or_empty(from, true) {
+                    self.send_appends(from);
+                }
+            }
+            _ => {}
+        }
+        self.confirm_reads();
+        Ok(())
     }
 
     pub(crate) fn handle_append_success(&mut self, from: NodeId, index: Index) {
