@@ -159,6 +159,9 @@ impl RawNode {
     }
 
     /// Starts an election now (skipping the timeout); a no-op on a leader.
+    /// For tests and operators: it skips the wait that lease reads rely on
+    /// (a restarted voter has forgotten its lease), so do not call it in a
+    /// cluster that uses `ReadMode::Lease`.
     pub fn campaign(&mut self) {
         let pre_vote = self.raft.cfg.pre_vote;
         self.raft.campaign(pre_vote, false);
