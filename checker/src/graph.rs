@@ -12,7 +12,11 @@
 //!   invoked, *all* of A precedes *all* of B (a real-time edge A → B);
 //! * a CAS from `old` to `new`, and an append, start their block right after
 //!   the block of the state they changed (a "follows" edge);
-//! * the block of the initial state comes first.
+//! * the block of the initial state comes first;
+//! * an acknowledged append that no read saw was applied after every state
+//!   of its epoch (the states since a put) that was read, so if it completed
+//!   before an operation of an epoch was invoked, it belongs to an earlier
+//!   epoch and precedes that epoch's put (a lost append).
 //!
 //! A cycle among blocks, a read that finished before its write started, a read
 //! of a value nobody wrote, two CAS operations that both replaced the same
@@ -20,10 +24,11 @@
 //! are each a proof that the history is not linearizable; the pre-pass
 //! reports the first one it meets with the operations involved. Every edge
 //! holds in every linearization, so a reported violation is always real. The
-//! converse holds for read/write registers and put/get (no cycle, no bad read
-//! means linearizable), but not in general (CAS, appends, info operations), so
-//! a clean pre-pass answers only [`GraphVerdict::NoViolationFound`]: the
-//! search stays the judge of "linearizable".
+//! converse holds for read/write registers, info operations included (no
+//! cycle, no bad read means linearizable; `tests/property.rs` checks this
+//! against the brute-force oracle), but not with CAS or appends, so a clean
+//! pre-pass answers only [`GraphVerdict::NoViolationFound`]: the search stays
+//! the judge of "linearizable".
 //!
 //! Real-time edges are not all pairs (that is O(n²)): a sweep over invoke and
 //! return events keeps a *frontier*, the completed operations not yet followed
