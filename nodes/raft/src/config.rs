@@ -4,7 +4,7 @@ use crate::types::NodeId;
 use thiserror::Error;
 
 /// How the leader confirms it is still the leader before answering a read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ReadMode {
     /// §6.4 of the Raft thesis: the read waits for a heartbeat round in which a
     /// majority still accepts this leader. Safe without any clock assumption.
@@ -22,7 +22,7 @@ pub enum ReadMode {
 
 /// Test-only switches that break Raft on purpose, so the simulator can prove
 /// its invariant checker notices. All false in every real configuration.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mutations {
     /// Count replicas for entries of earlier terms when advancing the commit
     /// index (the bug of Figure 8), and do not append the Noop a new leader
@@ -35,7 +35,7 @@ pub struct Mutations {
 
 /// Everything a node needs to know before it starts. Build with
 /// [`Config::new`] and adjust fields; [`Config::validate`] names a bad field.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// This node's id; never 0.
     pub id: NodeId,

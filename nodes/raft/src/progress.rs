@@ -5,7 +5,7 @@ use crate::types::Index;
 use std::collections::VecDeque;
 
 /// How the leader is sending to one follower.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ProgressState {
     /// We do not know where the follower's log diverges: send one Append at a
     /// time and wait for its answer (or the next heartbeat answer).

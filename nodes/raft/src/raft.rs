@@ -11,7 +11,7 @@ use crate::types::{Entry, HardState, Index, NodeId, Restored, Snapshot, Snapshot
 use std::collections::{BTreeMap, VecDeque};
 
 /// The role a node plays in its current term.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     Follower,
     /// Asking for pre-votes (§9.6) without having raised its term.
@@ -22,7 +22,7 @@ pub enum Role {
 
 /// Monotonic counts of what happened, for tests, metrics and the simulator.
 /// Every dropped message increments exactly one `dropped_*` field.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub messages_received: u64,
     pub messages_sent: u64,

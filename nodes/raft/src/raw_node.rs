@@ -55,7 +55,7 @@ impl Ready {
 }
 
 /// What the leader knows about one follower (empty on other roles).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FollowerStatus {
     pub id: NodeId,
     pub match_index: Index,
@@ -66,7 +66,7 @@ pub struct FollowerStatus {
 }
 
 /// A snapshot of the node's state for routing, metrics and tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     pub id: NodeId,
     pub role: Role,
