@@ -69,18 +69,23 @@ fn params(servers: usize, clients: usize) -> LabParams {
 
 #[test]
 fn basic_3a() {
-    sweep("basic_3a", 2, |seed| generic(seed, &params(5, 1)));
+    sweep("basic_3a", 2, |seed| {
+        generic("basic_3a", seed, &params(5, 1))
+    });
 }
 
 #[test]
 fn concurrent_3a() {
-    sweep("concurrent_3a", 1, |seed| generic(seed, &params(5, 5)));
+    sweep("concurrent_3a", 1, |seed| {
+        generic("concurrent_3a", seed, &params(5, 5))
+    });
 }
 
 #[test]
 fn unreliable_3a() {
     sweep("unreliable_3a", 5, |seed| {
         generic(
+            "unreliable_3a",
             seed,
             &LabParams {
                 unreliable: true,
@@ -128,6 +133,7 @@ fn unreliable_one_key_3a() {
         if count != 50 {
             return Err(format!("{count} appends in {value:?}, expected 50"));
         }
+        world.history.save_if_asked("unreliable_one_key_3a", seed);
         // Appends to one key with a single final read are the checker's worst
         // case (every order of concurrent appends is a distinct state until the
         // final get); the lab's own check above is the verdict here, the
@@ -189,6 +195,7 @@ fn one_partition_3a() {
 fn many_partitions_one_client_3a() {
     sweep("many_partitions_one_client_3a", 2, |seed| {
         generic(
+            "many_partitions_one_client_3a",
             seed,
             &LabParams {
                 partitions: true,
@@ -202,6 +209,7 @@ fn many_partitions_one_client_3a() {
 fn many_partitions_many_clients_3a() {
     sweep("many_partitions_many_clients_3a", 1, |seed| {
         generic(
+            "many_partitions_many_clients_3a",
             seed,
             &LabParams {
                 partitions: true,
@@ -215,6 +223,7 @@ fn many_partitions_many_clients_3a() {
 fn persist_one_client_3a() {
     sweep("persist_one_client_3a", 2, |seed| {
         generic(
+            "persist_one_client_3a",
             seed,
             &LabParams {
                 crash: true,
@@ -228,6 +237,7 @@ fn persist_one_client_3a() {
 fn persist_concurrent_3a() {
     sweep("persist_concurrent_3a", 1, |seed| {
         generic(
+            "persist_concurrent_3a",
             seed,
             &LabParams {
                 crash: true,
@@ -241,6 +251,7 @@ fn persist_concurrent_3a() {
 fn persist_concurrent_unreliable_3a() {
     sweep("persist_concurrent_unreliable_3a", 5, |seed| {
         generic(
+            "persist_concurrent_unreliable_3a",
             seed,
             &LabParams {
                 crash: true,
@@ -255,6 +266,7 @@ fn persist_concurrent_unreliable_3a() {
 fn persist_partition_3a() {
     sweep("persist_partition_3a", 1, |seed| {
         generic(
+            "persist_partition_3a",
             seed,
             &LabParams {
                 crash: true,
@@ -269,6 +281,7 @@ fn persist_partition_3a() {
 fn persist_partition_unreliable_3a() {
     sweep("persist_partition_unreliable_3a", 5, |seed| {
         generic(
+            "persist_partition_unreliable_3a",
             seed,
             &LabParams {
                 crash: true,
@@ -296,7 +309,11 @@ fn linearizable_params(max_raft_state_bytes: Option<usize>) -> LabParams {
 #[test]
 fn persist_partition_unreliable_linearizable_3a() {
     sweep("persist_partition_unreliable_linearizable_3a", 5, |seed| {
-        generic(seed, &linearizable_params(None))
+        generic(
+            "persist_partition_unreliable_linearizable_3a",
+            seed,
+            &linearizable_params(None),
+        )
     });
 }
 
@@ -449,6 +466,7 @@ fn snapshot_params(servers: usize, clients: usize) -> LabParams {
 fn snapshot_recover_3b() {
     sweep("snapshot_recover_3b", 2, |seed| {
         generic(
+            "snapshot_recover_3b",
             seed,
             &LabParams {
                 crash: true,
@@ -462,6 +480,7 @@ fn snapshot_recover_3b() {
 fn snapshot_recover_many_clients_3b() {
     sweep("snapshot_recover_many_clients_3b", 1, |seed| {
         generic(
+            "snapshot_recover_many_clients_3b",
             seed,
             &LabParams {
                 crash: true,
@@ -475,6 +494,7 @@ fn snapshot_recover_many_clients_3b() {
 fn snapshot_unreliable_3b() {
     sweep("snapshot_unreliable_3b", 5, |seed| {
         generic(
+            "snapshot_unreliable_3b",
             seed,
             &LabParams {
                 unreliable: true,
@@ -488,6 +508,7 @@ fn snapshot_unreliable_3b() {
 fn snapshot_unreliable_recover_3b() {
     sweep("snapshot_unreliable_recover_3b", 5, |seed| {
         generic(
+            "snapshot_unreliable_recover_3b",
             seed,
             &LabParams {
                 unreliable: true,
@@ -505,6 +526,7 @@ fn snapshot_unreliable_recover_concurrent_partition_3b() {
         5,
         |seed| {
             generic(
+                "snapshot_unreliable_recover_concurrent_partition_3b",
                 seed,
                 &LabParams {
                     unreliable: true,
@@ -522,7 +544,13 @@ fn snapshot_unreliable_recover_concurrent_partition_linearizable_3b() {
     sweep(
         "snapshot_unreliable_recover_concurrent_partition_linearizable_3b",
         5,
-        |seed| generic(seed, &linearizable_params(Some(MAXRAFTSTATE))),
+        |seed| {
+            generic(
+                "snapshot_unreliable_recover_concurrent_partition_linearizable_3b",
+                seed,
+                &linearizable_params(Some(MAXRAFTSTATE)),
+            )
+        },
     );
 }
 
@@ -536,6 +564,7 @@ fn read_through_log_under_all_faults() {
             ..ServerConfig::default()
         };
         generic(
+            "read_through_log_under_all_faults",
             seed,
             &LabParams {
                 server_config: config,
@@ -556,6 +585,7 @@ fn lease_reads_under_all_faults() {
             ..ServerConfig::default()
         };
         generic(
+            "lease_reads_under_all_faults",
             seed,
             &LabParams {
                 server_config: config,

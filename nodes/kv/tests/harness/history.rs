@@ -114,6 +114,17 @@ impl Recorder {
         out
     }
 
+    /// With `KV_HISTORY_DIR` set, writes the history there as
+    /// `<name>-seed<seed>.jsonl` (for the checker CLI or a bug report).
+    pub fn save_if_asked(&self, name: &str, seed: u64) {
+        if let Ok(dir) = std::env::var("KV_HISTORY_DIR") {
+            let path = Path::new(&dir).join(format!("{name}-seed{seed}.jsonl"));
+            if let Err(error) = std::fs::write(&path, self.to_jsonl()) {
+                println!("cannot write {}: {error}", path.display());
+            }
+        }
+    }
+
     /// Checks linearizability with the checker's `kv` model.
     pub fn check(&self, budget: Duration) -> Result<Verdict, String> {
         let history = History::from_events(&self.checker_events(), Path::new("<kv sim>"))

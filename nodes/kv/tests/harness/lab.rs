@@ -107,7 +107,7 @@ pub struct LabReport {
 }
 
 /// Runs the GenericTest with `params` under `seed`.
-pub fn generic(seed: u64, params: &LabParams) -> Result<LabReport, String> {
+pub fn generic(name: &str, seed: u64, params: &LabParams) -> Result<LabReport, String> {
     let config = ServerConfig {
         max_raft_state_bytes: params.max_raft_state_bytes,
         ..params.server_config.clone()
@@ -208,6 +208,7 @@ pub fn generic(seed: u64, params: &LabParams) -> Result<LabReport, String> {
             }
         }
     }
+    world.history.save_if_asked(name, seed);
     let started = std::time::Instant::now();
     let verdict = world.history.check(Duration::from_secs(60))?;
     let checker_ms = started.elapsed().as_millis();
