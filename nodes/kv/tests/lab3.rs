@@ -343,6 +343,18 @@ fn speed(seed: u64, max_raft_state_bytes: Option<usize>) -> Result<String, Strin
             HEARTBEAT_US / 3
         ));
     }
+    if let Some(max) = max_raft_state_bytes {
+        for node in &world.nodes {
+            let size = node.persisted.raft_state_bytes();
+            if node.persisted.snapshot.is_none() || size > 2 * max {
+                return Err(format!(
+                    "node {}: raft state {size} bytes, snapshot taken: {}",
+                    node.id,
+                    node.persisted.snapshot.is_some()
+                ));
+            }
+        }
+    }
     linearizable(&world)?;
     Ok(format!(
         "average {average_us} us per append (bound {} us)",
