@@ -539,6 +539,27 @@ impl Entries {
 
 /// Checks one partition.
 pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -> SearchOutcome {
+    // Unknown-outcome ops nothing could observe are left out up front.
+    let prepared: Vec<&M::Op> = ops.iter().map(|o| &o.op).collect();
+    let optional: Vec<bool> = ops.iter().map(|o| o.ret.is_none()).collect();
+    let drop = model.unobservable_unknowns(&prepared, &optional);
+    if drop.iter().any(|&d| d) {
+        let kept: Vec<PreparedOp<M::Op>> = ops
+            .iter()
+            .zip(&drop)
+            .filter(|(o, &d)| !(d && o.ret.is_none()))
+            .map(|(o, _)| o.clone())
+            .collect();
+        return search_prepared(model, &kept, budget);
+    }
+    search_prepared(model, ops, budget)
+}
+
+fn search_prepared<M: Model>(
+    model: &M,
+    ops: &[PreparedOp<M::Op>],
+    budget: &Budget,
+) -> SearchOutcome {
     // Local numbering: definite operations first, in call order, then unknown-outcome ones.
     let mut order: Vec<usize> = (0..ops.len()).collect();
     order.sort_by_key(|&i| (ops[i].ret.is_none(), ops[i].call));

@@ -126,6 +126,10 @@ fn step_value(value: &KvValue, op: &KvOp) -> Option<KvValue> {
     }
 }
 
+/// Limit on the substring scan of [`Kv::unobservable_unknowns`] (unknown ops
+/// times bytes read); above it nothing is dropped.
+const UNOBSERVABLE_SCAN_BYTES_MAX: usize = 200_000_000;
+
 /// Get/Put/Append, one partition per key.
 #[derive(Clone, Debug, Default)]
 pub struct Kv;
@@ -152,6 +156,38 @@ impl Model for Kv {
 
     fn describe_state(&self, state: &KvValue) -> String {
         format!("{:?}", state.as_str())
+    }
+
+    /// An unknown `append t` is unobservable when no get's value contains
+    /// `t`, an unknown `put t` when no get's value starts with `t`: a get
+    /// after it (before the next put) would have shown it.
+    fn unobservable_unknowns(&self, ops: &[&KvOp], optional: &[bool]) -> Vec<bool> {
+        let reads: Vec<&str> = ops
+            .iter()
+            .filter_map(|op| match op {
+                KvOp::Get(v) => Some(v.as_str()),
+                _ => None,
+            })
+            .collect();
+        let read_bytes: usize = reads.iter().map(|r| r.len()).sum();
+        let unknowns = optional.iter().filter(|&&o| o).count();
+        if unknowns.saturating_mul(read_bytes) > UNOBSERVABLE_SCAN_BYTES_MAX {
+            return vec![false; ops.len()];
+        }
+        ops.iter()
+            .zip(optional)
+            .map(|(op, &opt)| {
+                opt && match op {
+                    KvOp::Append(t) => {
+                        !t.as_str().is_empty() && !reads.iter().any(|r| r.contains(t.as_str()))
+                    }
+                    KvOp::Put(t) => {
+                        !t.as_str().is_empty() && !reads.iter().any(|r| r.starts_with(t.as_str()))
+                    }
+                    KvOp::Get(_) => false,
+                }
+            })
+            .collect()
     }
 }
 
@@ -245,5 +281,22 @@ mod tests {
         assert!(m
             .step(&s, &(Arc::from("c"), KvOp::Get(KvValue::new(""))))
             .is_some());
+    }
+
+    #[test]
+    fn unknown_ops_nobody_read_are_unobservable() {
+        let get = KvOp::Get(KvValue::new("ax1yb"));
+        let seen = KvOp::Append(KvValue::new("x1y"));
+        let unseen = KvOp::Append(KvValue::new("x2y"));
+        let put_seen = KvOp::Put(KvValue::new("ax"));
+        let put_unseen = KvOp::Put(KvValue::new("x1"));
+        let ops = [&get, &seen, &unseen, &put_seen, &put_unseen];
+        let optional = [false, true, true, true, true];
+        assert_eq!(
+            Kv.unobservable_unknowns(&ops, &optional),
+            vec![false, false, true, false, true]
+        );
+        // A definite op is never dropped.
+        assert_eq!(Kv.unobservable_unknowns(&ops, &[false; 5]), vec![false; 5]);
     }
 }

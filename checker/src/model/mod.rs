@@ -83,6 +83,21 @@ pub trait Model: Sync {
     /// A human-readable state, for reports.
     fn describe_state(&self, state: &Self::State) -> String;
 
+    /// Which unknown-outcome operations provably cannot matter, so the
+    /// search may drop them: `optional[i]` marks the candidates among
+    /// `ops` (all of one partition). Return one flag per op (`true` = drop).
+    ///
+    /// Sound when nothing could ever observe the op's effect: then in any
+    /// linearization that includes it, removing it changes no legal step.
+    /// With unique written values (what our workloads write) most unknown
+    /// writes that never took effect are found this way; without it each
+    /// one stays a candidate forever and stuck search nodes try every
+    /// subset of them. The default drops nothing.
+    fn unobservable_unknowns(&self, ops: &[&Self::Op], optional: &[bool]) -> Vec<bool> {
+        let _ = ops;
+        vec![false; optional.len()]
+    }
+
     /// A human-readable operation, for reports.
     fn describe_op(&self, op: &Operation) -> String {
         describe_operation(op)

@@ -182,6 +182,36 @@ impl Model for Register {
     fn describe_state(&self, state: &Scalar) -> String {
         state.to_string()
     }
+
+    /// An unknown write of `v` (or CAS to `v`) is unobservable when no read
+    /// returned `v` and no CAS expected `v`: any op between it and the next
+    /// change would have observed `v`. A failed CAS (etcd reading) observes
+    /// "not old", which removing a write could break, so with any failed CAS
+    /// in the partition nothing is dropped.
+    fn unobservable_unknowns(&self, ops: &[&RegisterOp], optional: &[bool]) -> Vec<bool> {
+        use std::collections::HashSet;
+        if ops.iter().any(|op| matches!(op, RegisterOp::CasFailed(_))) {
+            return vec![false; ops.len()];
+        }
+        let mut observed: HashSet<&Scalar> = HashSet::new();
+        for op in ops {
+            match op {
+                RegisterOp::Read(v) | RegisterOp::Cas(v, _) => {
+                    observed.insert(v);
+                }
+                _ => {}
+            }
+        }
+        ops.iter()
+            .zip(optional)
+            .map(|(op, &opt)| {
+                opt && match op {
+                    RegisterOp::Write(v) | RegisterOp::Cas(_, v) => !observed.contains(v),
+                    _ => false,
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -257,5 +287,28 @@ mod tests {
         let m = Register::cas_register(&Value::Int(0));
         let bad = op("cas", Value::Int(3), Value::Nil, Status::Ok);
         assert!(m.prepare(&bad).is_err());
+    }
+
+    #[test]
+    fn unknown_writes_nobody_read_are_unobservable() {
+        let m = Register::cas_register(&Value::Int(0));
+        let read = RegisterOp::Read(Scalar::Int(1));
+        let cas = RegisterOp::Cas(Scalar::Int(2), Scalar::Int(3));
+        let w1 = RegisterOp::Write(Scalar::Int(1));
+        let w2 = RegisterOp::Write(Scalar::Int(2));
+        let w4 = RegisterOp::Write(Scalar::Int(4));
+        let ops = [&read, &cas, &w1, &w2, &w4];
+        let optional = [false, true, true, true, true];
+        assert_eq!(
+            m.unobservable_unknowns(&ops, &optional),
+            vec![false, true, false, false, true]
+        );
+        // A failed CAS observes "not old": then nothing is dropped.
+        let failed = RegisterOp::CasFailed(Scalar::Int(4));
+        let ops = [&read, &w4, &failed];
+        assert_eq!(
+            m.unobservable_unknowns(&ops, &[false, true, false]),
+            vec![false; 3]
+        );
     }
 }
