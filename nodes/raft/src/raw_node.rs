@@ -304,3 +304,108 @@ impl RawNode {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{EntryKind, SnapshotMeta};
+
+    fn entry(term: Term, index: Index) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![],
+        }
+    }
+
+    fn restore(restored: Restored) -> Result<RawNode, ConfigError> {
+        RawNode::new(Config::new(1, vec![1, 2, 3]), restored)
+    }
+
+    #[test]
+    fn inconsistent_restored_state_is_refused_with_a_reason() {
+        let hard_state = HardState {
+            term: 3,
+            vote: None,
+            commit: 0,
+        };
+        let gap = Restored {
+            hard_state: hard_state.clone(),
+            entries: vec![entry(1, 1), entry(1, 3)],
+            ..Restored::default()
+        };
+        assert!(matches!(restore(gap), Err(ConfigError::Restored { .. })));
+        let commit_beyond = Restored {
+            hard_state: HardState {
+                commit: 5,
+                ..hard_state.clone()
+            },
+            entries: vec![entry(1, 1)],
+            ..Restored::default()
+        };
+        assert!(matches!(
+            restore(commit_beyond),
+            Err(ConfigError::Restored { .. })
+        ));
+        let future_term = Restored {
+            hard_state: hard_state.clone(),
+            entries: vec![entry(4, 1)],
+            ..Restored::default()
+        };
+        assert!(matches!(
+            restore(future_term),
+            Err(ConfigError::Restored { .. })
+        ));
+        let stranger_vote = Restored {
+            hard_state: HardState {
+                vote: Some(9),
+                ..hard_state
+            },
+            ..Restored::default()
+        };
+        assert!(matches!(
+            restore(stranger_vote),
+            Err(ConfigError::Restored { .. })
+        ));
+    }
+
+    /// After a restart, the committed entries after the snapshot are handed
+    /// out again (the state machine was rebuilt from the snapshot only), and
+    /// nothing is re-persisted.
+    #[test]
+    fn restart_replays_committed_entries_after_the_snapshot() {
+        let restored = Restored {
+            hard_state: HardState {
+                term: 2,
+                vote: Some(2),
+                commit: 6,
+            },
+            snapshot: Some(SnapshotMeta {
+                index: 4,
+                term: 1,
+                voters: vec![1, 2, 3],
+            }),
+            // Entries at or below the snapshot index are skipped.
+            entries: (3..=7)
+                .map(|i| entry(if i < 6 { 1 } else { 2 }, i))
+                .collect(),
+            snapshot_data: b"state at 4".to_vec(),
+        };
+        let mut node = restore(restored).unwrap();
+        let status = node.status();
+        assert_eq!(
+            (status.first_index, status.last_index, status.commit),
+            (5, 7, 6)
+        );
+        assert_eq!(status.applied, 4);
+        let ready = node.ready();
+        assert_eq!(ready.hard_state, None);
+        assert!(ready.entries.is_empty());
+        let replayed: Vec<Index> = ready.committed_entries.iter().map(|e| e.index).collect();
+        assert_eq!(replayed, vec![5, 6]);
+        node.advance();
+        assert_eq!(node.status().applied, 6);
+        assert!(!node.has_ready());
+    }
+}
