@@ -79,6 +79,14 @@ fn conflicting_suffix_is_skipped_a_term_at_a_time() {
     assert_eq!(c.commands(1), c.commands(leader));
     assert_eq!(c.commands(1).len(), 60);
     c.assert_state_machine_safety();
+    // §5.3 Log Matching: after the repair the stored logs are identical,
+    // the stale term's entries are gone from node 1's disk.
+    assert_eq!(c.disks[&1].entries, c.disks[&leader].entries);
+    let stale_term = c.disks[&1]
+        .entries
+        .iter()
+        .filter(|e| e.data.len() == 1 && e.data[0] < 50);
+    assert_eq!(stale_term.count(), 0);
 }
 
 /// Campaigns until `id` wins (its first tries may hit terms whose votes
