@@ -398,6 +398,8 @@ impl Cache {
 /// Interned model states: an open-addressing table that keeps each
 /// state's hash, so growing it never rehashes a state (kv states are long strings).
 struct States<S> {
+    /// Heap bytes the states own (strings), as the model counts them.
+    heap_bytes: usize,
     slots: Vec<u32>,
     hashes: Vec<u64>,
     states: Vec<S>,
@@ -406,13 +408,14 @@ struct States<S> {
 impl<S: Clone + Eq + Hash> States<S> {
     fn new() -> States<S> {
         States {
+            heap_bytes: 0,
             slots: vec![NONE; 1 << 8],
             hashes: Vec::new(),
             states: Vec::new(),
         }
     }
 
-    fn intern(&mut self, state: S) -> u32 {
+    fn intern(&mut self, state: S, heap_bytes: impl Fn(&S) -> usize) -> u32 {
         let mut hasher = FxHasher::default();
         state.hash(&mut hasher);
         let hash = mix(hasher.finish());
@@ -429,6 +432,7 @@ impl<S: Clone + Eq + Hash> States<S> {
             slot = (slot + 1) & mask;
         }
         let id = self.states.len() as u32;
+        self.heap_bytes += heap_bytes(&state);
         self.slots[slot] = id;
         self.hashes.push(hash);
         self.states.push(state);
@@ -449,7 +453,8 @@ impl<S: Clone + Eq + Hash> States<S> {
     }
 
     fn bytes(&self) -> usize {
-        self.slots.len() * 4
+        self.heap_bytes
+            + self.slots.len() * 4
             + self.hashes.capacity() * 8
             + self.states.capacity() * std::mem::size_of::<S>()
     }
@@ -587,7 +592,7 @@ fn search_prepared<M: Model>(
     let mut states: States<M::State> = States::new();
     let mut memo: Vec<(u32, u32)> = vec![(NONE, NONE); ops.len()];
     let mut stack: Vec<(u32, u32)> = Vec::new();
-    let mut state = states.intern(model.init());
+    let mut state = states.intern(model.init(), |s| model.state_heap_bytes(s));
     let mut remaining = definite;
 
     let mut best_depth: Option<usize> = None;
@@ -724,7 +729,7 @@ fn search_prepared<M: Model>(
                 to
             } else {
                 let to = match model.step(&states.states[state as usize], &local(op).op) {
-                    Some(s) => states.intern(s),
+                    Some(s) => states.intern(s, |s| model.state_heap_bytes(s)),
                     None => ILLEGAL,
                 };
                 memo[op as usize] = (state, to);

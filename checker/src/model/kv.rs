@@ -158,6 +158,10 @@ impl Model for Kv {
         format!("{:?}", state.as_str())
     }
 
+    fn state_heap_bytes(&self, state: &KvValue) -> usize {
+        state.as_str().len() + 16
+    }
+
     /// An unknown `append t` is unobservable when no get's value contains
     /// `t`, an unknown `put t` when no get's value starts with `t`: a get
     /// after it (before the next put) would have shown it.

@@ -83,6 +83,13 @@ pub trait Model: Sync {
     /// A human-readable state, for reports.
     fn describe_state(&self, state: &Self::State) -> String;
 
+    /// Heap bytes a state owns beyond its inline size (counted against the
+    /// memory budget; long kv strings are the case that matters).
+    fn state_heap_bytes(&self, state: &Self::State) -> usize {
+        let _ = state;
+        0
+    }
+
     /// Which unknown-outcome operations provably cannot matter, so the
     /// search may drop them: `optional[i]` marks the candidates among
     /// `ops` (all of one partition). Return one flag per op (`true` = drop).
