@@ -302,6 +302,8 @@ fn linearizable_params(max_raft_state_bytes: Option<usize>) -> LabParams {
         append_percent: 50,
         put_percent: 5,
         max_raft_state_bytes,
+        // Give up after 3 s: unknown outcomes (info) in the history, retired processes.
+        clerk_op_timeout: Some(std::time::Duration::from_secs(3)),
         ..params(7, 15)
     }
 }

@@ -73,6 +73,9 @@ pub struct LabParams {
     pub iterations: usize,
     pub iteration_us: Micros,
     pub server_config: ServerConfig,
+    /// Clerks give up after this long and report the outcome unknown (info);
+    /// `None`: they retry until answered, as the lab's clerks do.
+    pub clerk_op_timeout: Option<Duration>,
 }
 
 impl LabParams {
@@ -90,6 +93,7 @@ impl LabParams {
             iterations: 3,
             iteration_us: iteration_us(),
             server_config: ServerConfig::default(),
+            clerk_op_timeout: None,
         }
     }
 }
@@ -113,6 +117,12 @@ pub fn generic(name: &str, seed: u64, params: &LabParams) -> Result<LabReport, S
         ..params.server_config.clone()
     };
     let mut world = World::new(seed, params.servers, config);
+    if params.clerk_op_timeout.is_some() {
+        world.set_clerk_config(kv::ClerkConfig {
+            op_timeout: params.clerk_op_timeout,
+            ..world.clerk_config().clone()
+        });
+    }
     if params.unreliable {
         world.net = NetConfig::unreliable();
     }
@@ -120,7 +130,13 @@ pub fn generic(name: &str, seed: u64, params: &LabParams) -> Result<LabReport, S
     for _ in 0..params.clients {
         world.add_client(all.clone());
     }
+    let clerk_config = world.clerk_config().clone();
+    world.set_clerk_config(kv::ClerkConfig {
+        op_timeout: None,
+        ..clerk_config.clone()
+    });
     let checker_client = world.add_client(all.clone());
+    world.set_clerk_config(clerk_config);
     let workload = AutoWorkload {
         random_keys: params.random_keys,
         key_count: params.clients,

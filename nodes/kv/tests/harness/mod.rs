@@ -284,6 +284,11 @@ impl World {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
+    pub fn clerk_config(&self) -> &ClerkConfig {
+        &self.clerk_config
+    }
+
+    /// Clerks added from now on use `config`.
     pub fn set_clerk_config(&mut self, config: ClerkConfig) {
         self.clerk_config = config;
     }
