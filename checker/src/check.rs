@@ -204,6 +204,10 @@ fn partition<'h, M: Model>(
     Ok(groups)
 }
 
+/// Below this many operations, partitions are checked on the calling thread:
+/// spawning threads costs more than such a check.
+const PARALLEL_OPERATIONS_MIN: usize = 1000;
+
 /// Cores to use; asked once (reading the cgroup quota costs tens of microseconds,
 /// more than checking a small history).
 fn cores() -> usize {
@@ -224,7 +228,8 @@ pub fn check_with<M: Model>(
         options.timeout.map(|t| started + t),
         options.max_memory_bytes,
     );
-    let threads = if groups.len() <= 1 {
+    let total_ops: usize = groups.iter().map(|(_, ops)| ops.len()).sum();
+    let threads = if groups.len() <= 1 || total_ops < PARALLEL_OPERATIONS_MIN {
         1
     } else if options.threads == 0 {
         cores()

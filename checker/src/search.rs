@@ -652,6 +652,7 @@ fn search_prepared<M: Model>(
             frames.push((start as u32, start as u32));
         };
     open_frame(&entries, &mut candidates, &mut frames);
+    let mut via: Vec<&M::Op> = Vec::new();
 
     loop {
         if remaining == 0 {
@@ -754,6 +755,27 @@ fn search_prepared<M: Model>(
                         remaining -= 1;
                     }
                     open_frame(&entries, &mut candidates, &mut frames);
+                    // Abandon the node at once if the earliest pending
+                    // return's op can no longer become legal: only the
+                    // current candidates may come before it.
+                    let mut e = entries.next[HEAD as usize];
+                    while e != NONE && entries.is_call[e as usize] {
+                        e = entries.next[e as usize];
+                    }
+                    if e != NONE {
+                        let blocking = entries.op[e as usize];
+                        let start = frames[frames.len() - 1].0 as usize;
+                        via.clear();
+                        via.extend(candidates[start..].iter().map(|&c| &local(c).op));
+                        if !model.may_become_legal(
+                            &states.states[state as usize],
+                            &local(blocking).op,
+                            &via,
+                        ) {
+                            let last = frames.len() - 1;
+                            frames[last].1 = candidates.len() as u32;
+                        }
+                    }
                     continue;
                 }
                 linearized.clear(op as usize);

@@ -158,6 +158,19 @@ impl Model for Kv {
         format!("{:?}", state.as_str())
     }
 
+    /// A get of `v` can only be reached by appends if the state is a prefix
+    /// of `v`; a put among `via` could reset it, so then anything goes.
+    fn may_become_legal(&self, state: &KvValue, op: &KvOp, via: &[&KvOp]) -> bool {
+        match op {
+            KvOp::Get(v) => {
+                v == state
+                    || v.as_str().starts_with(state.as_str())
+                    || via.iter().any(|o| matches!(o, KvOp::Put(_)))
+            }
+            _ => true,
+        }
+    }
+
     fn state_heap_bytes(&self, state: &KvValue) -> usize {
         state.as_str().len() + 16
     }
@@ -242,6 +255,24 @@ impl Model for KvUnpartitioned {
         None
     }
 
+    fn may_become_legal(
+        &self,
+        state: &KvMap,
+        (key, op): &(Arc<str>, KvOp),
+        via: &[&(Arc<str>, KvOp)],
+    ) -> bool {
+        let KvOp::Get(v) = op else { return true };
+        let empty = KvValue::new("");
+        let current = match state.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref())) {
+            Ok(i) => &state[i].1,
+            Err(_) => &empty,
+        };
+        v.as_str().starts_with(current.as_str())
+            || via
+                .iter()
+                .any(|(k, o)| k == key && matches!(o, KvOp::Put(_)))
+    }
+
     fn describe_state(&self, state: &KvMap) -> String {
         let pairs: Vec<String> = state
             .iter()
@@ -302,5 +333,17 @@ mod tests {
         );
         // A definite op is never dropped.
         assert_eq!(Kv.unobservable_unknowns(&ops, &[false; 5]), vec![false; 5]);
+    }
+
+    #[test]
+    fn a_get_is_reachable_only_by_extending_the_state() {
+        let state = KvValue::new("ab");
+        let get = KvOp::Get(KvValue::new("abc"));
+        let append = KvOp::Append(KvValue::new("c"));
+        let put = KvOp::Put(KvValue::new("z"));
+        assert!(Kv.may_become_legal(&state, &get, &[&append]));
+        assert!(!Kv.may_become_legal(&KvValue::new("ba"), &get, &[&append]));
+        assert!(Kv.may_become_legal(&KvValue::new("ba"), &get, &[&append, &put]));
+        assert!(Kv.may_become_legal(&KvValue::new("ba"), &append, &[]));
     }
 }

@@ -83,6 +83,15 @@ pub trait Model: Sync {
     /// A human-readable state, for reports.
     fn describe_state(&self, state: &Self::State) -> String;
 
+    /// Whether `op` could become legal from `state` after some sequence of
+    /// the operations in `via` (the only ones that may still come before
+    /// it). Used to abandon a search node early: it must be conservative
+    /// (`true` when unsure). The default is always `true`.
+    fn may_become_legal(&self, state: &Self::State, op: &Self::Op, via: &[&Self::Op]) -> bool {
+        let _ = (state, op, via);
+        true
+    }
+
     /// Heap bytes a state owns beyond its inline size (counted against the
     /// memory budget; long kv strings are the case that matters).
     fn state_heap_bytes(&self, state: &Self::State) -> usize {

@@ -183,6 +183,19 @@ impl Model for Register {
         state.to_string()
     }
 
+    /// A read of `v` (or a CAS from `v`) needs the value `v` now, or a
+    /// write or CAS to `v` among `via`.
+    fn may_become_legal(&self, state: &Scalar, op: &RegisterOp, via: &[&RegisterOp]) -> bool {
+        let needed = match op {
+            RegisterOp::Read(v) | RegisterOp::Cas(v, _) => v,
+            _ => return true,
+        };
+        needed == state
+            || via
+                .iter()
+                .any(|o| matches!(o, RegisterOp::Write(w) | RegisterOp::Cas(_, w) if w == needed))
+    }
+
     /// An unknown write of `v` (or CAS to `v`) is unobservable when no read
     /// returned `v` and no CAS expected `v`: any op between it and the next
     /// change would have observed `v`. A failed CAS (etcd reading) observes
@@ -310,5 +323,19 @@ mod tests {
             m.unobservable_unknowns(&ops, &[false, true, false]),
             vec![false; 3]
         );
+    }
+
+    #[test]
+    fn a_read_needs_its_value_now_or_a_write_of_it_before() {
+        let m = Register::cas_register(&Value::Int(0));
+        let read = RegisterOp::Read(Scalar::Int(5));
+        let w5 = RegisterOp::Write(Scalar::Int(5));
+        let w6 = RegisterOp::Write(Scalar::Int(6));
+        let cas = RegisterOp::Cas(Scalar::Int(1), Scalar::Int(5));
+        assert!(m.may_become_legal(&Scalar::Int(5), &read, &[]));
+        assert!(!m.may_become_legal(&Scalar::Int(4), &read, &[&w6]));
+        assert!(m.may_become_legal(&Scalar::Int(4), &read, &[&w6, &w5]));
+        assert!(m.may_become_legal(&Scalar::Int(4), &read, &[&cas]));
+        assert!(m.may_become_legal(&Scalar::Int(4), &w6, &[]));
     }
 }
