@@ -83,7 +83,7 @@ fn concurrent_3a() {
 
 #[test]
 fn unreliable_3a() {
-    sweep("unreliable_3a", 5, |seed| {
+    sweep("unreliable_3a", 10, |seed| {
         generic(
             "unreliable_3a",
             seed,
@@ -155,7 +155,7 @@ fn unreliable_one_key_3a() {
 /// after the heal; the majority makes progress meanwhile.
 #[test]
 fn one_partition_3a() {
-    sweep("one_partition_3a", 5, |seed| {
+    sweep("one_partition_3a", 10, |seed| {
         let mut world = World::new(seed, 5, ServerConfig::default());
         let all = world.node_ids();
         let ck = world.add_client(all.clone());
@@ -249,7 +249,7 @@ fn persist_concurrent_3a() {
 
 #[test]
 fn persist_concurrent_unreliable_3a() {
-    sweep("persist_concurrent_unreliable_3a", 5, |seed| {
+    sweep("persist_concurrent_unreliable_3a", 10, |seed| {
         generic(
             "persist_concurrent_unreliable_3a",
             seed,
@@ -279,7 +279,7 @@ fn persist_partition_3a() {
 
 #[test]
 fn persist_partition_unreliable_3a() {
-    sweep("persist_partition_unreliable_3a", 5, |seed| {
+    sweep("persist_partition_unreliable_3a", 10, |seed| {
         generic(
             "persist_partition_unreliable_3a",
             seed,
@@ -310,7 +310,7 @@ fn linearizable_params(max_raft_state_bytes: Option<usize>) -> LabParams {
 
 #[test]
 fn persist_partition_unreliable_linearizable_3a() {
-    sweep("persist_partition_unreliable_linearizable_3a", 5, |seed| {
+    sweep("persist_partition_unreliable_linearizable_3a", 10, |seed| {
         generic(
             "persist_partition_unreliable_linearizable_3a",
             seed,
@@ -375,7 +375,7 @@ fn speed_3a() {
 /// the others compact their logs, then must catch up by InstallSnapshot.
 #[test]
 fn snapshot_rpc_3b() {
-    sweep("snapshot_rpc_3b", 5, |seed| {
+    sweep("snapshot_rpc_3b", 10, |seed| {
         let config = ServerConfig {
             max_raft_state_bytes: Some(MAXRAFTSTATE),
             ..ServerConfig::default()
@@ -506,7 +506,7 @@ fn snapshot_recover_many_clients_3b() {
 
 #[test]
 fn snapshot_unreliable_3b() {
-    sweep("snapshot_unreliable_3b", 5, |seed| {
+    sweep("snapshot_unreliable_3b", 10, |seed| {
         generic(
             "snapshot_unreliable_3b",
             seed,
@@ -520,7 +520,7 @@ fn snapshot_unreliable_3b() {
 
 #[test]
 fn snapshot_unreliable_recover_3b() {
-    sweep("snapshot_unreliable_recover_3b", 5, |seed| {
+    sweep("snapshot_unreliable_recover_3b", 10, |seed| {
         generic(
             "snapshot_unreliable_recover_3b",
             seed,
@@ -537,7 +537,7 @@ fn snapshot_unreliable_recover_3b() {
 fn snapshot_unreliable_recover_concurrent_partition_3b() {
     sweep(
         "snapshot_unreliable_recover_concurrent_partition_3b",
-        5,
+        10,
         |seed| {
             generic(
                 "snapshot_unreliable_recover_concurrent_partition_3b",
@@ -557,7 +557,7 @@ fn snapshot_unreliable_recover_concurrent_partition_3b() {
 fn snapshot_unreliable_recover_concurrent_partition_linearizable_3b() {
     sweep(
         "snapshot_unreliable_recover_concurrent_partition_linearizable_3b",
-        5,
+        10,
         |seed| {
             generic(
                 "snapshot_unreliable_recover_concurrent_partition_linearizable_3b",
@@ -572,7 +572,7 @@ fn snapshot_unreliable_recover_concurrent_partition_linearizable_3b() {
 
 #[test]
 fn read_through_log_under_all_faults() {
-    sweep("read_through_log_under_all_faults", 5, |seed| {
+    sweep("read_through_log_under_all_faults", 10, |seed| {
         let config = ServerConfig {
             read_mode: ReadMode::Log,
             ..ServerConfig::default()
@@ -593,7 +593,7 @@ fn read_through_log_under_all_faults() {
 
 #[test]
 fn lease_reads_under_all_faults() {
-    sweep("lease_reads_under_all_faults", 5, |seed| {
+    sweep("lease_reads_under_all_faults", 10, |seed| {
         let config = ServerConfig {
             read_mode: ReadMode::Lease,
             ..ServerConfig::default()
@@ -653,7 +653,7 @@ fn stale_read_scenario(
 /// "2" was acknowledged, and the history is not linearizable.
 #[test]
 fn unsafe_stale_reads_are_caught_by_the_checker() {
-    sweep("unsafe_stale_reads_are_caught_by_the_checker", 5, |seed| {
+    sweep("unsafe_stale_reads_are_caught_by_the_checker", 10, |seed| {
         let config = ServerConfig {
             unsafe_stale_reads: true,
             ..ServerConfig::default()
@@ -679,7 +679,7 @@ fn unsafe_stale_reads_are_caught_by_the_checker() {
 /// old leader) never answers while cut off, and the history is linearizable.
 #[test]
 fn safe_read_modes_never_serve_stale_reads() {
-    sweep("safe_read_modes_never_serve_stale_reads", 5, |seed| {
+    sweep("safe_read_modes_never_serve_stale_reads", 10, |seed| {
         for read_mode in [ReadMode::ReadIndex, ReadMode::Lease, ReadMode::Log] {
             for victim_is_leader in [false, true] {
                 let config = ServerConfig {
