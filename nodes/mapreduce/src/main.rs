@@ -1,0 +1,392 @@
+//! `mapreduce`: run a job with N worker processes, or run one role.
+//!
+//! Exit status: 0 success, 1 the job or the role failed, 2 bad usage (clap).
+//! A worker killed by the crash application exits with status 1 on purpose.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use mapreduce::app::{self, AppContext, AppOptions};
+use mapreduce::local::LocalCoordinator;
+use mapreduce::net::{self, CoordinatorAddress, QuicLink, SingleHandler};
+use mapreduce::{input, run_worker, JobSpec, WorkerExit, WorkerOptions};
+use transport::{Endpoint, EndpointConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mapreduce",
+    about = "MapReduce (6.824 Lab 1) over QUIC with mutual TLS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a whole job: a coordinator and N worker processes, with progress.
+    Run(RunArgs),
+    /// Serve one unreplicated coordinator until the job is done.
+    Coordinator(CoordinatorArgs),
+    /// Run one worker process until the coordinator says the job is done.
+    Worker(WorkerArgs),
+    /// The reference run: every map then every reduce, in one process.
+    Sequential(SequentialArgs),
+    /// Write seeded input text files (pg-<i>.txt).
+    GenInput(GenArgs),
+    /// Write a CA, coordinator certificates and the workers' certificate.
+    Certs(CertArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct JobArgs {
+    /// The application: wc, indexer, mtiming, rtiming, crash, nocrash.
+    #[arg(long, default_value = "wc")]
+    app: String,
+    /// Job directory: inputs are read from it, mr-* files are written to it.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    n_reduce: u32,
+    /// A task not reported done within this time is given to another worker.
+    #[arg(long, default_value_t = 10_000)]
+    task_timeout_ms: u64,
+    /// Input files, relative to --dir.
+    files: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct AppArgs {
+    /// Seed of the crash application (mixed with each worker's pid).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Longest stall of the crash application.
+    #[arg(long, default_value_t = 10_000)]
+    crash_stall_max_ms: u64,
+    /// Sleep of the timing applications' probes.
+    #[arg(long, default_value_t = 1_000)]
+    timing_sleep_ms: u64,
+}
+
+impl AppArgs {
+    fn options(&self) -> AppOptions {
+        AppOptions {
+            seed: self.seed,
+            crash_stall_max: Duration::from_millis(self.crash_stall_max_ms),
+            timing_sleep: Duration::from_millis(self.timing_sleep_ms),
+        }
+    }
+    fn to_flags(&self) -> Vec<String> {
+        vec![
+            format!("--seed={}", self.seed),
+            format!("--crash-stall-max-ms={}", self.crash_stall_max_ms),
+            format!("--timing-sleep-ms={}", self.timing_sleep_ms),
+        ]
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    #[command(flatten)]
+    app: AppArgs,
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Coordinator UDP address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// No progress bar (for scripts and logs).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct CoordinatorArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    listen: SocketAddr,
+    /// Certificate directory (from `mapreduce certs`).
+    #[arg(long)]
+    certs: PathBuf,
+    /// This coordinator's certificate name.
+    #[arg(long, default_value = "c1")]
+    name: String,
+    /// Keep answering `Exit` this long after the job is done, so polling
+    /// workers learn it instead of seeing a vanished coordinator.
+    #[arg(long, default_value_t = 2_000)]
+    linger_ms: u64,
+}
+
+#[derive(Args, Debug)]
+struct WorkerArgs {
+    #[arg(long, default_value = "wc")]
+    app: String,
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    #[arg(long)]
+    certs: PathBuf,
+    /// Coordinator replicas as name=addr, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    coordinator: Vec<String>,
+    #[arg(long, default_value_t = 100)]
+    poll_ms: u64,
+    #[command(flatten)]
+    app_args: AppArgs,
+}
+
+#[derive(Args, Debug)]
+struct SequentialArgs {
+    #[arg(long, default_value = "wc")]
+    app: String,
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Output file (default: <dir>/mr-correct.txt).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    files: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct GenArgs {
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 8)]
+    files: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    bytes_per_file: usize,
+}
+
+#[derive(Args, Debug)]
+struct CertArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    /// Coordinator certificate names.
+    #[arg(long, value_delimiter = ',', default_value = "c1")]
+    coordinators: Vec<String>,
+}
+
+fn main() {
+    tracing_subscriber_init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run(args) => run(args),
+        Cmd::Coordinator(args) => coordinator(args),
+        Cmd::Worker(args) => worker(args),
+        Cmd::Sequential(args) => sequential(args),
+        Cmd::GenInput(args) => gen_input(args),
+        Cmd::Certs(args) => net::write_certs(&args.dir, &args.coordinators).map_err(Into::into),
+    };
+    if let Err(error) = result {
+        eprintln!("mapreduce: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Logs only when asked (`RUST_LOG`), on stderr beside the progress bar.
+fn tracing_subscriber_init() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn spec(job: &JobArgs) -> Result<JobSpec> {
+    if app::by_name(&job.app, &AppOptions::default()).is_none() {
+        bail!(
+            "unknown app {:?}; known: {}",
+            job.app,
+            app::APP_NAMES.join(", ")
+        );
+    }
+    let spec = JobSpec {
+        files: job.files.clone(),
+        n_reduce: job.n_reduce,
+        task_timeout_ms: job.task_timeout_ms,
+    };
+    spec.validate()?;
+    for file in &spec.files {
+        let path = job.dir.join(file);
+        if !path.is_file() {
+            bail!("input {} does not exist", path.display());
+        }
+    }
+    Ok(spec)
+}
+
+/// Binds the unreplicated coordinator's QUIC endpoint.
+fn serve_single(
+    certs: &Path,
+    name: &str,
+    listen: SocketAddr,
+    coordinator: &LocalCoordinator,
+) -> Result<Endpoint<()>> {
+    let config = EndpointConfig::from_files(
+        &certs.join(format!("{name}.pem")),
+        &certs.join(format!("{name}.key")),
+        &certs.join("ca.pem"),
+        listen,
+    )?;
+    let handler = SingleHandler {
+        coordinator: coordinator.clone(),
+    };
+    let (endpoint, _incoming) = Endpoint::<()>::bind_with_handler(config, handler)?;
+    Ok(endpoint)
+}
+
+fn coordinator(args: CoordinatorArgs) -> Result<()> {
+    let spec = spec(&args.job)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let coordinator = LocalCoordinator::start(spec)?;
+    runtime.block_on(async {
+        let endpoint = serve_single(&args.certs, &args.name, args.listen, &coordinator)?;
+        eprintln!(
+            "coordinator {} listening on {}",
+            args.name,
+            endpoint.local_addr()
+        );
+        while !coordinator.progress().done() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(args.linger_ms)).await;
+        endpoint.shutdown().await;
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+fn worker(args: WorkerArgs) -> Result<()> {
+    let app = app::by_name(&args.app, &args.app_args.options())
+        .ok_or_else(|| anyhow!("unknown app {:?}", args.app))?;
+    let coordinators = args
+        .coordinator
+        .iter()
+        .map(|text| {
+            net::parse_address(text)
+                .ok_or_else(|| anyhow!("bad --coordinator {text:?}: want name=ip:port"))
+        })
+        .collect::<Result<Vec<CoordinatorAddress>>>()?;
+    let mut link = QuicLink::new(&args.certs, coordinators, Duration::from_secs(2))?;
+    let context = AppContext {
+        work_dir: args.dir.clone(),
+        worker_id: u64::from(std::process::id()),
+        ids_are_pids: true,
+    };
+    let options = WorkerOptions {
+        poll_interval: Duration::from_millis(args.poll_ms),
+        ..WorkerOptions::default()
+    };
+    match run_worker(app.as_ref(), &context, &mut link, &options)? {
+        WorkerExit::JobDone => Ok(()),
+        // The crash application's os.Exit(1).
+        WorkerExit::Crashed => std::process::exit(1),
+    }
+}
+
+fn sequential(args: SequentialArgs) -> Result<()> {
+    let app = app::by_name(&args.app, &AppOptions::default())
+        .ok_or_else(|| anyhow!("unknown app {:?}", args.app))?;
+    let output = args
+        .output
+        .unwrap_or_else(|| args.dir.join("mr-correct.txt"));
+    let started = Instant::now();
+    let context = app::local_context(&args.dir);
+    let lines =
+        mapreduce::sequential::run_sequential(app.as_ref(), &context, &args.files, &output)?;
+    eprintln!(
+        "sequential: {lines} lines in {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn gen_input(args: GenArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.dir)?;
+    let names = input::generate(&args.dir, args.seed, args.files, args.bytes_per_file)?;
+    println!("{}", names.join(" "));
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let spec = spec(&args.job)?;
+    let certs = args.job.dir.join("mr-certs");
+    net::write_certs(&certs, &["c1".to_string()])?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let coordinator = LocalCoordinator::start(spec)?;
+    let endpoint =
+        runtime.block_on(async { serve_single(&certs, "c1", args.listen, &coordinator) })?;
+    let addr = endpoint.local_addr();
+    let started = Instant::now();
+    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    let mut children: Vec<Child> = Vec::new();
+    for _ in 0..args.workers {
+        let child = Process::new(&exe)
+            .arg("worker")
+            .arg(format!("--app={}", args.job.app))
+            .arg("--dir")
+            .arg(&args.job.dir)
+            .arg("--certs")
+            .arg(&certs)
+            .arg(format!("--coordinator=c1={addr}"))
+            .args(args.app.to_flags())
+            .spawn()
+            .context("cannot start a worker")?;
+        children.push(child);
+    }
+    let total = {
+        let p = coordinator.progress();
+        u64::from(p.maps_total + p.reduces_total)
+    };
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} tasks {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let p = coordinator.progress();
+        bar.set_position(u64::from(p.maps_done + p.reduces_done));
+        bar.set_message(format!(
+            "maps {}/{} reduces {}/{} reissued {}",
+            p.maps_done, p.maps_total, p.reduces_done, p.reduces_total, p.reissued
+        ));
+        if p.done() {
+            break;
+        }
+        if children
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            bar.abandon();
+            bail!("every worker exited before the job was done");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = started.elapsed();
+    bar.finish();
+    for mut child in children {
+        let status = child.wait()?;
+        if !status.success() {
+            eprintln!("a worker exited with {status}");
+        }
+    }
+    runtime.block_on(endpoint.shutdown());
+    eprintln!(
+        "job done: {} workers, app {}, {:.3} s",
+        args.workers,
+        args.job.app,
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
