@@ -1,0 +1,455 @@
+//! The 6.824 Lab 4B (shardkv, 2020) suite in the multi-group harness's
+//! virtual time: 3 replica groups of 3 servers, the lab's key-to-shard map,
+//! joins and leaves through the controller, shutdowns and restarts, the
+//! unreliable network. Every test is swept over seeds (`SIM_SEEDS=n`,
+//! replay with `SEED=n`) and checks the recorded history with the checker's
+//! `kv` model, besides the lab's own value checks.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use checker::Verdict;
+use harness::{NetConfig, World, MS, SECOND};
+use kv::Op;
+use shardkv::ServerConfig;
+use sim::SimError;
+
+const OP_TIMEOUT_US: u64 = 30 * SECOND;
+
+fn run(name: &str, default_seeds: u64, scenario: impl Fn(u64) -> Result<(), String>) {
+    sim::sweep(name, default_seeds, |seed| {
+        scenario(seed).map_err(|message| SimError::Claim { at_us: 0, message })
+    });
+}
+
+fn config(max_raft_state_bytes: Option<usize>) -> ServerConfig {
+    ServerConfig {
+        max_raft_state_bytes,
+        ..ServerConfig::default()
+    }
+}
+
+fn put(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+fn append(key: &str, value: &str) -> Op {
+    Op::Append {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+fn get(key: &str) -> Op {
+    Op::Get { key: key.into() }
+}
+
+fn ok(w: &mut World, client: usize, op: Op) -> Result<String, String> {
+    let described = format!("{op:?}");
+    w.op(client, op, OP_TIMEOUT_US).ok_or_else(|| {
+        format!(
+            "{described} did not complete within 30 s (at {} ms)",
+            w.now_us / MS
+        )
+    })
+}
+
+/// The lab's `check`: Get(key) == expected.
+fn check(w: &mut World, client: usize, key: &str, expected: &str) -> Result<(), String> {
+    let value = ok(w, client, get(key))?;
+    if value != expected {
+        return Err(format!("get({key}) = {value:?}, expected {expected:?}"));
+    }
+    Ok(())
+}
+
+fn check_all(
+    w: &mut World,
+    client: usize,
+    values: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (key, value) in values.clone() {
+        check(w, client, &key, &value)?;
+    }
+    Ok(())
+}
+
+/// Checks the history and prints the lab's "Passed" line (virtual time).
+fn linearizable(w: &World) -> Result<(), String> {
+    match w.history.check(Duration::from_secs(30))? {
+        Verdict::Linearizable => {
+            println!(
+                "  ... Passed: {} ms virtual, {} ops, config {}",
+                w.now_us / MS,
+                w.history.operations(),
+                w.ctrler.latest().num
+            );
+            Ok(())
+        }
+        other => Err(format!(
+            "history of {} ops is {other:?}",
+            w.history.operations()
+        )),
+    }
+}
+
+fn keys(n: usize) -> Vec<String> {
+    (0..n).map(|i| i.to_string()).collect()
+}
+
+/// Puts a random value in every key; returns the expected values.
+fn put_all(
+    w: &mut World,
+    client: usize,
+    keys: &[String],
+    bytes: usize,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut values = BTreeMap::new();
+    for key in keys {
+        let value: String = format!("{}-{}", key, w.now_us)
+            .chars()
+            .cycle()
+            .take(bytes.max(1))
+            .collect();
+        ok(w, client, put(key, &value))?;
+        values.insert(key.clone(), value);
+    }
+    Ok(values)
+}
+
+/// Appends a fresh value to every key and updates the expected values.
+fn append_all(
+    w: &mut World,
+    client: usize,
+    values: &mut BTreeMap<String, String>,
+    round: usize,
+) -> Result<(), String> {
+    for (key, value) in values.iter_mut() {
+        let extra = format!("+{round}{key}");
+        ok(w, client, append(key, &extra))?;
+        value.push_str(&extra);
+    }
+    Ok(())
+}
+
+/// TestStaticShards: with one of two groups down, exactly the 5 gets on its
+/// shards hang; all finish once it restarts.
+#[test]
+fn static_shards() {
+    run("static_shards", 3, |seed| {
+        let mut w = World::new(seed, 3, 3, config(None));
+        let (g0, g1) = (World::gid(0), World::gid(1));
+        let ck = w.add_client();
+        w.join(&[g0]);
+        w.join(&[g1]);
+        let values = put_all(&mut w, ck, &keys(10), 20)?;
+        check_all(&mut w, ck, &values)?;
+        w.shutdown_group(g1);
+        let readers: Vec<usize> = (0..10).map(|_| w.add_client()).collect();
+        for (i, key) in values.keys().enumerate() {
+            w.start_op(readers[i], get(key));
+        }
+        w.run_for(2 * SECOND);
+        let done = readers.iter().filter(|c| w.client_idle(**c)).count();
+        if done != 5 {
+            return Err(format!(
+                "{done} of 10 gets completed with one group down, expected 5"
+            ));
+        }
+        w.start_group(g1);
+        if !w.run_until(w.now_us + 10 * SECOND, |w| w.all_idle()) {
+            return Err("gets did not finish after the group restarted".into());
+        }
+        for (i, key) in values.keys().enumerate() {
+            if w.clients[readers[i]].last_result.as_deref() != Some(values[key].as_str()) {
+                return Err(format!(
+                    "get({key}) = {:?}",
+                    w.clients[readers[i]].last_result
+                ));
+            }
+        }
+        linearizable(&w)
+    });
+}
+
+/// TestJoinLeave: data follows joins and leaves; the old group shut down
+/// after it left loses nothing.
+#[test]
+fn join_leave() {
+    run("join_leave", 3, |seed| {
+        let mut w = World::new(seed, 3, 3, config(None));
+        let (g0, g1) = (World::gid(0), World::gid(1));
+        let ck = w.add_client();
+        w.join(&[g0]);
+        let mut values = put_all(&mut w, ck, &keys(10), 5)?;
+        append_all(&mut w, ck, &mut values, 0)?;
+        check_all(&mut w, ck, &values)?;
+        w.join(&[g1]);
+        for round in 1..4 {
+            check_all(&mut w, ck, &values)?;
+            append_all(&mut w, ck, &mut values, round)?;
+        }
+        w.leave(&[g0]);
+        for round in 4..7 {
+            check_all(&mut w, ck, &values)?;
+            append_all(&mut w, ck, &mut values, round)?;
+        }
+        w.run_for(SECOND);
+        w.shutdown_group(g0);
+        check_all(&mut w, ck, &values)?;
+        linearizable(&w)
+    });
+}
+
+/// TestSnapshot: maxraftstate 1000, 30 keys through several joins and
+/// leaves, then every group restarted from its snapshot and log.
+#[test]
+fn snapshot() {
+    run("snapshot", 3, |seed| {
+        let mut w = World::new(seed, 3, 3, config(Some(1000)));
+        let g: Vec<_> = (0..3).map(World::gid).collect();
+        let ck = w.add_client();
+        w.join(&[g[0]]);
+        let mut values = put_all(&mut w, ck, &keys(30), 20)?;
+        w.join(&[g[1]]);
+        w.join(&[g[2]]);
+        w.leave(&[g[0]]);
+        append_all(&mut w, ck, &mut values, 0)?;
+        w.leave(&[g[1]]);
+        w.join(&[g[0]]);
+        append_all(&mut w, ck, &mut values, 1)?;
+        check_all(&mut w, ck, &values)?;
+        w.run_for(SECOND);
+        for gid in &g {
+            w.shutdown_group(*gid);
+        }
+        for gid in &g {
+            w.start_group(*gid);
+        }
+        check_all(&mut w, ck, &values)?;
+        let snapshots = w
+            .nodes
+            .iter()
+            .filter(|n| n.persisted.snapshot.is_some())
+            .count();
+        if snapshots == 0 {
+            return Err("no node took a snapshot with maxraftstate 1000".into());
+        }
+        linearizable(&w)
+    });
+}
+
+/// TestMissChange: one server per group misses configuration changes while
+/// down and catches up (from snapshots) on restart.
+#[test]
+fn miss_change() {
+    run("miss_change", 3, |seed| {
+        let mut w = World::new(seed, 3, 3, config(Some(1000)));
+        let g: Vec<_> = (0..3).map(World::gid).collect();
+        let ck = w.add_client();
+        w.join(&[g[0]]);
+        let mut values = put_all(&mut w, ck, &keys(10), 20)?;
+        w.join(&[g[1]]);
+        append_all(&mut w, ck, &mut values, 0)?;
+        let first: Vec<_> = g.iter().map(|gid| w.groups[gid][0]).collect();
+        let second: Vec<_> = g.iter().map(|gid| w.groups[gid][1]).collect();
+        first.iter().for_each(|id| w.crash(*id));
+        w.join(&[g[2]]);
+        w.leave(&[g[1]]);
+        w.leave(&[g[0]]);
+        append_all(&mut w, ck, &mut values, 1)?;
+        w.join(&[g[1]]);
+        append_all(&mut w, ck, &mut values, 2)?;
+        first.iter().for_each(|id| w.restart(*id));
+        append_all(&mut w, ck, &mut values, 3)?;
+        w.run_for(2 * SECOND);
+        second.iter().for_each(|id| w.crash(*id));
+        w.join(&[g[0]]);
+        w.leave(&[g[2]]);
+        append_all(&mut w, ck, &mut values, 4)?;
+        second.iter().for_each(|id| w.restart(*id));
+        append_all(&mut w, ck, &mut values, 5)?;
+        check_all(&mut w, ck, &values)?;
+        linearizable(&w)
+    });
+}
+
+/// What happens to the groups while clients append concurrently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Script {
+    /// TestConcurrent1 / TestUnreliable1: joins, leaves, all groups shut
+    /// down and restarted.
+    JoinsLeavesShutdowns,
+    /// TestConcurrent2 / TestUnreliable2: groups restarting while the shards
+    /// they must fetch sit at various sources, 3 s apart.
+    RestartingSources,
+    /// TestConcurrent3: 12 s of random joins/leaves with shutdown-all and
+    /// restart-all.
+    RandomWithRestarts,
+}
+
+/// Clients append to 10 keys (20% gets) while `script` runs; then every
+/// acknowledged append must be in its key exactly once and in each
+/// client's order, and the history must be linearizable.
+fn concurrent(
+    seed: u64,
+    unreliable: bool,
+    max_raft: Option<usize>,
+    script: Script,
+) -> Result<(), String> {
+    let mut w = World::new(seed, 3, 3, config(max_raft));
+    if unreliable {
+        w.net = NetConfig::unreliable();
+    }
+    let g: Vec<_> = (0..3).map(World::gid).collect();
+    let ck = w.add_client();
+    w.join(&[g[0]]);
+    let key_list = keys(10);
+    put_all(&mut w, ck, &key_list, 1)?;
+    let clients: Vec<usize> = (0..5).map(|_| w.add_client()).collect();
+    for &c in &clients {
+        w.start_appending(c, key_list.clone());
+    }
+    let pause = |w: &mut World, ms: u64| w.run_for(ms * MS);
+    match script {
+        Script::JoinsLeavesShutdowns => {
+            w.join(&[g[1]]);
+            pause(&mut w, 500);
+            w.join(&[g[2]]);
+            pause(&mut w, 500);
+            w.leave(&[g[0]]);
+            for gid in &g {
+                w.shutdown_group(*gid);
+                pause(&mut w, 100);
+            }
+            w.leave(&[g[2]]);
+            pause(&mut w, 100);
+            for gid in &g {
+                w.start_group(*gid);
+            }
+            pause(&mut w, 100);
+            w.join(&[g[0]]);
+            w.leave(&[g[1]]);
+            pause(&mut w, 500);
+            w.join(&[g[1]]);
+            pause(&mut w, 1000);
+        }
+        Script::RestartingSources => {
+            w.join(&[g[1]]);
+            w.join(&[g[2]]);
+            pause(&mut w, 3000);
+            w.leave(&[g[0]]);
+            w.shutdown_group(g[1]);
+            pause(&mut w, 3000);
+            w.start_group(g[1]);
+            w.leave(&[g[2]]);
+            w.join(&[g[0]]);
+            w.shutdown_group(g[0]);
+            pause(&mut w, 3000);
+            w.start_group(g[0]);
+            pause(&mut w, 2000);
+        }
+        Script::RandomWithRestarts => {
+            let start = w.now_us;
+            let mut joined = [true, false, false];
+            while w.now_us < start + 12 * SECOND {
+                let i = w.random_below(3) as usize;
+                let members = joined.iter().filter(|j| **j).count();
+                if joined[i] && members > 1 {
+                    w.leave(&[g[i]]);
+                    joined[i] = false;
+                } else if !joined[i] {
+                    w.join(&[g[i]]);
+                    joined[i] = true;
+                }
+                let wait = 300 + w.random_below(700);
+                pause(&mut w, wait);
+                if w.random_below(4) == 0 {
+                    g.iter().for_each(|gid| w.shutdown_group(*gid));
+                    pause(&mut w, 200);
+                    g.iter().for_each(|gid| w.start_group(*gid));
+                }
+            }
+        }
+    }
+    w.stop_appending();
+    if !w.run_until(w.now_us + 60 * SECOND, |w| w.all_idle()) {
+        return Err(format!(
+            "clients still busy 60 s after the script ({script:?})"
+        ));
+    }
+    for key in &key_list {
+        let value = ok(&mut w, ck, get(key))?;
+        for &c in &clients {
+            let mut at = 0;
+            for appended in w.clients[c].appended.get(key).into_iter().flatten() {
+                let found = value.matches(appended.as_str()).count();
+                if found != 1 {
+                    return Err(format!(
+                        "append {appended:?} is in {key} {found} times: {value:?}"
+                    ));
+                }
+                let position = value.find(appended.as_str()).unwrap_or(0);
+                if position < at {
+                    return Err(format!(
+                        "client {c}'s appends to {key} out of order: {value:?}"
+                    ));
+                }
+                at = position;
+            }
+        }
+    }
+    let done: usize = clients.iter().map(|c| w.clients[*c].ops_done).sum();
+    // The lab checks correctness only; this is a floor showing the clients
+    // were not stuck (the unreliable network with its 300 ms clerk timeouts
+    // makes a few ops per second per client).
+    if done < clients.len() {
+        return Err(format!("only {done} operations completed {:?}\n{}", w.counts, w.describe()));
+    }
+    linearizable(&w)
+}
+
+#[test]
+fn concurrent1() {
+    run("concurrent1", 2, |seed| {
+        concurrent(seed, false, Some(100), Script::JoinsLeavesShutdowns)
+    });
+}
+
+#[test]
+fn concurrent2() {
+    run("concurrent2", 2, |seed| {
+        concurrent(seed, false, None, Script::RestartingSources)
+    });
+}
+
+#[test]
+fn concurrent3() {
+    run("concurrent3", 2, |seed| {
+        concurrent(seed, false, Some(300), Script::RandomWithRestarts)
+    });
+}
+
+#[test]
+fn unreliable1() {
+    run("unreliable1", 2, |seed| {
+        concurrent(seed, true, Some(100), Script::JoinsLeavesShutdowns)
+    });
+}
+
+#[test]
+fn unreliable2() {
+    run("unreliable2", 2, |seed| {
+        concurrent(seed, true, Some(100), Script::RestartingSources)
+    });
+}
+
+#[test]
+fn unreliable3() {
+    run("unreliable3", 2, |seed| {
+        concurrent(seed, true, Some(100), Script::RandomWithRestarts)
+    });
+}
