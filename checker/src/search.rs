@@ -47,6 +47,10 @@ pub const BUDGET_CHECK_INTERVAL_STEPS: u64 = 1024;
 /// How far back (in optional ops) to look for an identical optional op.
 const TWIN_SCAN_MAX: usize = 256;
 
+/// Pending ops checked with `may_become_legal` only when at most this many
+/// ops are invoked between the first pending return and theirs.
+const LOOKAHEAD_OPS_MAX: usize = 64;
+
 const NONE: u32 = u32::MAX;
 const ILLEGAL: u32 = u32::MAX - 1;
 const HEAD: u32 = 0;
@@ -767,11 +771,39 @@ fn search_prepared<M: Model>(
                         let start = frames[frames.len() - 1].0 as usize;
                         via.clear();
                         via.extend(candidates[start..].iter().map(|&c| &local(c).op));
-                        if !model.may_become_legal(
-                            &states.states[state as usize],
-                            &local(blocking).op,
-                            &via,
-                        ) {
+                        let current = &states.states[state as usize];
+                        let mut dead = !model.may_become_legal(current, &local(blocking).op, &via);
+                        // The same for every other pending definite op: before
+                        // it may come the candidates and the ops invoked
+                        // before its return (checked when those are few).
+                        let first_return = returns[blocking as usize].unwrap_or(usize::MAX);
+                        let frontier = via.len();
+                        for &x in &candidates[start..] {
+                            if dead {
+                                break;
+                            }
+                            let Some(x_return) = returns[x as usize] else {
+                                continue;
+                            };
+                            if x == blocking {
+                                continue;
+                            }
+                            let range = |lo: usize, hi: usize| {
+                                let slice = &calls[lo..hi];
+                                lo + slice.partition_point(|&c| c < first_return)
+                                    ..lo + slice.partition_point(|&c| c < x_return)
+                            };
+                            let later_definite = range(0, definite);
+                            let later_optional = range(definite, ops.len());
+                            if later_definite.len() + later_optional.len() > LOOKAHEAD_OPS_MAX {
+                                continue;
+                            }
+                            via.truncate(frontier);
+                            via.extend(later_definite.map(|i| &local(i as u32).op));
+                            via.extend(later_optional.map(|i| &local(i as u32).op));
+                            dead = !model.may_become_legal(current, &local(x).op, &via);
+                        }
+                        if dead {
                             let last = frames.len() - 1;
                             frames[last].1 = candidates.len() as u32;
                         }
