@@ -407,7 +407,11 @@ fn concurrent(
     // were not stuck (the unreliable network with its 300 ms clerk timeouts
     // makes a few ops per second per client).
     if done < clients.len() {
-        return Err(format!("only {done} operations completed {:?}\n{}", w.counts, w.describe()));
+        return Err(format!(
+            "only {done} operations completed {:?}\n{}",
+            w.counts,
+            w.describe()
+        ));
     }
     linearizable(&w)
 }
@@ -452,4 +456,207 @@ fn unreliable3() {
     run("unreliable3", 2, |seed| {
         concurrent(seed, true, Some(100), Script::RandomWithRestarts)
     });
+}
+
+/// TestChallenge1Delete: with maxraftstate 1, 30 keys of 1000 bytes moved
+/// back and forth between the groups; handed-over shards are deleted, so
+/// the total persisted state (Raft state + snapshots of all 9 servers)
+/// stays within the lab's 3 * ((30 - 3) * 1000 + 2 * 3 * 1000 + 6000) =
+/// 117,000 bytes.
+#[test]
+fn challenge1_delete() {
+    run("challenge1_delete", 2, |seed| {
+        let mut w = World::new(seed, 3, 3, config(Some(1)));
+        let g: Vec<_> = (0..3).map(World::gid).collect();
+        let ck = w.add_client();
+        w.join(&[g[0]]);
+        let n = 30;
+        let values = put_all(&mut w, ck, &keys(n), 1000)?;
+        for _ in 0..2 {
+            w.join(&[g[1]]);
+            w.leave(&[g[0]]);
+            w.join(&[g[2]]);
+            w.run_for(3 * SECOND);
+            check_all(&mut w, ck, &values)?;
+            w.leave(&[g[1]]);
+            w.join(&[g[0]]);
+            w.leave(&[g[2]]);
+            w.run_for(3 * SECOND);
+            check_all(&mut w, ck, &values)?;
+        }
+        w.join(&[g[1]]);
+        w.join(&[g[2]]);
+        for _ in 0..3 {
+            w.run_for(SECOND);
+            check_all(&mut w, ck, &values)?;
+        }
+        w.run_for(SECOND);
+        // Garbage collection: every server holds exactly its own shards.
+        let latest = w.ctrler.latest().clone();
+        for id in 1..=w.nodes.len() as u64 {
+            if let Some(server) = w.server(id) {
+                let gid = server.state().gid();
+                if server.state().held_shards() != latest.shards_of(gid) {
+                    return Err(format!(
+                        "n{id} holds shards it does not own\n{}",
+                        w.describe()
+                    ));
+                }
+            }
+        }
+        let total = w.total_persisted_bytes();
+        let bound = 3 * ((n - 3) * 1000 + 2 * 3 * 1000 + 6000);
+        println!("  persisted {total} bytes, bound {bound}");
+        if total > bound {
+            return Err(format!(
+                "persisted state {total} bytes > {bound}\n{}",
+                w.describe()
+            ));
+        }
+        linearizable(&w)
+    });
+}
+
+/// TestChallenge2Unaffected: 101's shards stay served while 100 is dead and
+/// has left (101 cannot finish that change: 100's shards never arrive).
+#[test]
+fn challenge2_unaffected() {
+    run("challenge2_unaffected", 3, |seed| {
+        let mut w = World::new(seed, 3, 3, config(Some(100)));
+        w.net = NetConfig::unreliable();
+        let (g0, g1) = (World::gid(0), World::gid(1));
+        let ck = w.add_client();
+        w.join(&[g0]);
+        let values = put_all(&mut w, ck, &keys(10), 5)?;
+        w.join(&[g1]);
+        let num = w.ctrler.latest().num;
+        if !w.run_until(w.now_us + 10 * SECOND, |w| {
+            w.group_settled_at(g0, num) && w.group_settled_at(g1, num)
+        }) {
+            return Err(format!("join of 101 not settled in 10 s\n{}", w.describe()));
+        }
+        let owned = w.ctrler.latest().shards_of(g1);
+        w.shutdown_group(g0);
+        w.leave(&[g0]);
+        w.run_for(SECOND);
+        let mut served = 0;
+        for (key, value) in &values {
+            if !owned.contains(&shardctrler::key_to_shard(key)) {
+                continue;
+            }
+            check(&mut w, ck, key, value)?;
+            ok(&mut w, ck, put(key, &format!("{value}-1")))?;
+            check(&mut w, ck, key, &format!("{value}-1"))?;
+            served += 1;
+        }
+        if served != 5 {
+            return Err(format!("{served} keys on 101's shards, expected 5"));
+        }
+        let receiving = w
+            .leader_of(g1)
+            .and_then(|id| w.server(id))
+            .map(|s| s.state().shards_in(shardkv::ShardStatus::Receiving).len());
+        if receiving != Some(5) {
+            return Err(format!(
+                "101 should still wait for 100's 5 shards: {receiving:?}\n{}",
+                w.describe()
+            ));
+        }
+        linearizable(&w)
+    });
+}
+
+/// TestChallenge2Partial: 101 serves the shards it received from 102 while
+/// 100's (dead) never arrive.
+#[test]
+fn challenge2_partial() {
+    run("challenge2_partial", 3, |seed| {
+        let mut w = World::new(seed, 3, 3, config(Some(100)));
+        w.net = NetConfig::unreliable();
+        let g: Vec<_> = (0..3).map(World::gid).collect();
+        let ck = w.add_client();
+        w.join(&g);
+        let values = put_all(&mut w, ck, &keys(10), 5)?;
+        let owned = w.ctrler.latest().shards_of(g[2]);
+        let dead = w.ctrler.latest().shards_of(g[0]);
+        w.shutdown_group(g[0]);
+        w.leave(&[g[0], g[2]]);
+        w.run_for(SECOND);
+        let mut served = 0;
+        for (key, value) in &values {
+            if owned.contains(&shardctrler::key_to_shard(key)) {
+                check(&mut w, ck, key, value)?;
+                served += 1;
+            }
+        }
+        if served == 0 {
+            return Err("102 owned no key's shard".into());
+        }
+        // Partial: 100's shards have not arrived, yet 102's were served.
+        let receiving = w
+            .leader_of(g[1])
+            .and_then(|id| w.server(id))
+            .map(|s| s.state().shards_in(shardkv::ShardStatus::Receiving));
+        if receiving.as_ref() != Some(&dead) {
+            return Err(format!(
+                "101 should still wait for exactly 100's shards {dead:?}: {receiving:?}"
+            ));
+        }
+        linearizable(&w)
+    });
+}
+
+/// The mutation `keep_serving_handed_over_shards` loses writes made to the
+/// old owner after the new owner pulled the shard: the checker must say
+/// "not linearizable" (or the lab's append check must fail) for at least
+/// one seed of the sweep, while the same scenario without the mutation is
+/// linearizable.
+#[test]
+fn mutation_serving_handed_over_shards_is_caught() {
+    let seeds = sim::seeds(4);
+    let mut caught = 0;
+    for &seed in &seeds {
+        println!("SEED={seed}");
+        let scenario = |mutate: bool| -> Result<bool, String> {
+            let mut w = World::new(seed, 3, 3, config(None));
+            if mutate {
+                w.keep_serving_handed_over_shards();
+            }
+            let g: Vec<_> = (0..3).map(World::gid).collect();
+            let ck = w.add_client();
+            w.join(&[g[0]]);
+            let key_list = keys(10);
+            put_all(&mut w, ck, &key_list, 1)?;
+            let clients: Vec<usize> = (0..5).map(|_| w.add_client()).collect();
+            for &c in &clients {
+                w.start_appending(c, key_list.clone());
+            }
+            w.run_for(300 * MS);
+            w.join(&[g[1]]);
+            w.run_for(700 * MS);
+            w.join(&[g[2]]);
+            w.run_for(700 * MS);
+            w.leave(&[g[0]]);
+            w.run_for(700 * MS);
+            w.stop_appending();
+            w.run_until(w.now_us + 30 * SECOND, |w| w.all_idle());
+            for key in &key_list {
+                ok(&mut w, ck, get(key))?;
+            }
+            let verdict = w.history.check(Duration::from_secs(30))?;
+            Ok(verdict == Verdict::NotLinearizable)
+        };
+        assert!(
+            !scenario(false).expect("clean run"),
+            "SEED={seed}: clean run not linearizable"
+        );
+        if scenario(true).expect("mutated run") {
+            caught += 1;
+        }
+    }
+    println!("mutation caught in {caught} of {} seeds", seeds.len());
+    assert!(
+        caught > 0,
+        "the checker never caught the mutation over seeds {seeds:?}"
+    );
 }

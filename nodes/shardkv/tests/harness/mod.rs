@@ -366,6 +366,27 @@ impl World {
         }
     }
 
+    /// TEST-ONLY mutation: every server of every group keeps serving the
+    /// shards it handed over (restarts the nodes to apply it; call first).
+    pub fn keep_serving_handed_over_shards(&mut self) {
+        for id in 1..=self.nodes.len() as NodeId {
+            self.slot(id).keep_serving_handed_over_shards = true;
+            self.crash(id);
+            self.restart(id);
+        }
+    }
+
+    /// Whether every live server of `gid` has applied configuration `num`
+    /// with all its shards settled.
+    pub fn group_settled_at(&self, gid: Gid, num: u64) -> bool {
+        self.groups[&gid].iter().all(|id| {
+            self.nodes[(*id - 1) as usize]
+                .live
+                .as_ref()
+                .is_none_or(|l| l.server.state().config().num == num && l.server.state().settled())
+        })
+    }
+
     /// The lab's ShutdownGroup / StartGroup.
     pub fn shutdown_group(&mut self, gid: Gid) {
         for id in self.groups[&gid].clone() {
@@ -402,7 +423,11 @@ impl World {
     /// One line per node: up, role, term, config, shard statuses (for
     /// failure messages).
     pub fn describe(&self) -> String {
-        let mut out = format!("at {} ms, controller config {}\n", self.now_us / MS, self.ctrler.latest().num);
+        let mut out = format!(
+            "at {} ms, controller config {}\n",
+            self.now_us / MS,
+            self.ctrler.latest().num
+        );
         for slot in &self.nodes {
             let Some(live) = &slot.live else {
                 out.push_str(&format!("  n{} gid {}: down\n", slot.id, slot.gid));
@@ -417,7 +442,13 @@ impl World {
                 .collect();
             out.push_str(&format!(
                 "  n{} gid {}: {:?} term {} commit {} config {} shards {}\n",
-                slot.id, slot.gid, status.role, status.term, status.commit, state.config().num, shards.join(" ")
+                slot.id,
+                slot.gid,
+                status.role,
+                status.term,
+                status.commit,
+                state.config().num,
+                shards.join(" ")
             ));
         }
         out
