@@ -691,7 +691,9 @@ fn search_prepared<M: Model>(
             };
             reported_bytes = bytes;
             budget.memory_peak_bytes.fetch_max(total, Ordering::Relaxed);
-            let reason = if total > budget.memory_max_bytes {
+            // Cache offsets are u32 words: past that, treat it as out of memory.
+            let arena_full = cache.arena.len() > (u32::MAX as usize) - (1 << 24);
+            let reason = if total > budget.memory_max_bytes || arena_full {
                 Some(UnknownReason::Memory)
             } else if budget.deadline.is_some_and(|d| Instant::now() >= d) {
                 Some(UnknownReason::Timeout)
