@@ -9,6 +9,9 @@ use crate::history::{History, Operation};
 /// does not produce a huge report.
 pub const REPORT_OPERATIONS_MAX: usize = 200;
 
+/// Limit on partitions listed under `failures`.
+pub const REPORT_PARTITIONS_MAX: usize = 100;
+
 /// One operation as JSON.
 pub fn operation_json(op: &Operation) -> Json {
     json!({
@@ -55,8 +58,10 @@ pub fn to_json(history: &History, result: &CheckResult) -> Json {
     let failures: Vec<Json> = result
         .partition_results
         .iter()
-        .filter(|p| p.verdict != Verdict::Linearizable)
-        .filter(|p| result.verdict != Verdict::Unknown || p.verdict == Verdict::Unknown)
+        // For a violation, the failing keys (not the ones cancelled after it);
+        // for unknown, the keys that ran out; at most REPORT_PARTITIONS_MAX.
+        .filter(|p| p.verdict != Verdict::Linearizable && p.verdict == result.verdict)
+        .take(REPORT_PARTITIONS_MAX)
         .map(|p| partition_json(history, p))
         .collect();
     let unlinearizable: Vec<Json> = result
