@@ -42,6 +42,8 @@ pub const SECOND: Micros = 1_000_000;
 /// With 2-tick heartbeats and 10-20 tick elections: the lab's 100 ms
 /// heartbeats and ~1 s election timeout.
 pub const TICK_US: Micros = 50 * MS;
+/// Pause of an auto client between operations.
+pub const THINK_US: Micros = 10 * MS;
 /// A clerk gives up on one attempt after this long and tries the next server.
 pub const ATTEMPT_TIMEOUT_US: Micros = 300 * MS;
 
@@ -670,7 +672,8 @@ impl World {
         }
         slot.last_result = result;
         if slot.auto_keys.is_some() && !slot.stopping {
-            self.schedule(now, Event::ClientNext { client });
+            // The lab's clients pause 10 ms between operations.
+            self.schedule(now + THINK_US, Event::ClientNext { client });
         }
     }
 
