@@ -9,12 +9,14 @@
 //! * [`local`]: an unreplicated in-process coordinator.
 //! * [`sequential`]: the reference run; [`input`]: seeded input text.
 //! * [`net`]: the coordinator service over our QUIC transport with mutual TLS.
+//! * [`replicated`]: one replica of the Raft-replicated coordinator (a process).
 
 pub mod app;
 pub mod coordinator;
 pub mod input;
 pub mod local;
 pub mod net;
+pub mod replicated;
 pub mod sequential;
 pub mod worker;
 

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use mapreduce::app::{self, AppContext, AppOptions};
 use mapreduce::local::LocalCoordinator;
 use mapreduce::net::{self, CoordinatorAddress, QuicLink, SingleHandler};
+use mapreduce::replicated::{run_replica, ReplicaConfig};
 use mapreduce::{input, run_worker, JobSpec, WorkerExit, WorkerOptions};
 use transport::{Endpoint, EndpointConfig};
 
@@ -32,6 +33,8 @@ enum Cmd {
     Run(RunArgs),
     /// Serve one unreplicated coordinator until the job is done.
     Coordinator(CoordinatorArgs),
+    /// Run one replica of the Raft-replicated coordinator.
+    Replica(ReplicaArgs),
     /// Run one worker process until the coordinator says the job is done.
     Worker(WorkerArgs),
     /// The reference run: every map then every reduce, in one process.
@@ -136,8 +139,34 @@ struct WorkerArgs {
     coordinator: Vec<String>,
     #[arg(long, default_value_t = 100)]
     poll_ms: u64,
+    /// Sleep before each task (stretches a job for tests and demos).
+    #[arg(long, default_value_t = 0)]
+    task_delay_ms: u64,
     #[command(flatten)]
     app_args: AppArgs,
+}
+
+#[derive(Args, Debug)]
+struct ReplicaArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// This replica's id: its position (1-based) in --replicas.
+    #[arg(long)]
+    id: u64,
+    /// Every replica as name=addr, comma separated, in id order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    replicas: Vec<String>,
+    /// Raft log and snapshots.
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long)]
+    certs: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    tick_ms: u64,
+    #[arg(long, default_value_t = 1_000)]
+    snapshot_every_entries: u64,
+    #[arg(long, default_value_t = 2_000)]
+    linger_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +208,7 @@ fn main() {
     let result = match cli.command {
         Cmd::Run(args) => run(args),
         Cmd::Coordinator(args) => coordinator(args),
+        Cmd::Replica(args) => replica(args),
         Cmd::Worker(args) => worker(args),
         Cmd::Sequential(args) => sequential(args),
         Cmd::GenInput(args) => gen_input(args),
@@ -261,6 +291,51 @@ fn coordinator(args: CoordinatorArgs) -> Result<()> {
     })
 }
 
+fn parse_addresses(texts: &[String]) -> Result<Vec<CoordinatorAddress>> {
+    texts
+        .iter()
+        .map(|text| {
+            net::parse_address(text)
+                .ok_or_else(|| anyhow!("bad coordinator address {text:?}: want name=ip:port"))
+        })
+        .collect()
+}
+
+fn replica(args: ReplicaArgs) -> Result<()> {
+    let job = spec(&args.job)?;
+    let addresses = parse_addresses(&args.replicas)?;
+    let replicas: Vec<(u64, String, SocketAddr)> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u64 + 1, a.name.clone(), a.addr))
+        .collect();
+    let me = replicas
+        .iter()
+        .find(|r| r.0 == args.id)
+        .ok_or_else(|| anyhow!("--id {} is not in --replicas", args.id))?
+        .clone();
+    let config = ReplicaConfig {
+        id: me.0,
+        name: me.1,
+        listen: me.2,
+        replicas,
+        data_dir: args.data_dir,
+        certs: args.certs,
+        job,
+        tick: Duration::from_millis(args.tick_ms.max(1)),
+        snapshot_every_entries: args.snapshot_every_entries.max(1),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_replica(
+        config,
+        Duration::from_millis(args.linger_ms),
+        std::future::pending(),
+    ))?;
+    Ok(())
+}
+
 fn worker(args: WorkerArgs) -> Result<()> {
     let app = app::by_name(&args.app, &args.app_args.options())
         .ok_or_else(|| anyhow!("unknown app {:?}", args.app))?;
@@ -280,6 +355,7 @@ fn worker(args: WorkerArgs) -> Result<()> {
     };
     let options = WorkerOptions {
         poll_interval: Duration::from_millis(args.poll_ms),
+        task_delay: Duration::from_millis(args.task_delay_ms),
         ..WorkerOptions::default()
     };
     match run_worker(app.as_ref(), &context, &mut link, &options)? {

@@ -30,6 +30,8 @@ pub enum Request {
         attempt: u64,
     },
     Progress,
+    /// Whether this replica leads (tests and tools that kill the leader).
+    Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +41,10 @@ pub enum Response {
     /// This replica cannot decide; `leader` is a coordinator name if known.
     NotLeader {
         leader: Option<String>,
+    },
+    Role {
+        leader: bool,
+        term: u64,
     },
 }
 
@@ -73,7 +79,7 @@ pub fn command_for(request: &Request) -> Option<Command> {
             attempt: *attempt,
             now_ms: 0,
         }),
-        Request::Progress => None,
+        Request::Progress | Request::Role => None,
     }
 }
 
@@ -92,9 +98,13 @@ impl RequestHandler for SingleHandler {
         _from: transport::PeerName,
         request: Request,
     ) -> impl std::future::Future<Output = Option<Response>> + Send {
-        let response = match command_for(&request) {
-            Some(command) => Response::Reply(self.coordinator.apply(command)),
-            None => Response::Progress(self.coordinator.progress()),
+        let response = match (command_for(&request), request) {
+            (Some(command), _) => Response::Reply(self.coordinator.apply(command)),
+            (None, Request::Role) => Response::Role {
+                leader: true,
+                term: 0,
+            },
+            (None, _) => Response::Progress(self.coordinator.progress()),
         };
         async move { Some(response) }
     }
@@ -180,8 +190,8 @@ impl QuicLink {
                     };
                     last_error = format!("{} is not the leader", target.name);
                     if hinted.is_none() {
-                        self.runtime
-                            .block_on(tokio::time::sleep(Duration::from_millis(50)));
+                        // No leader known (an election is on): back off a little.
+                        std::thread::sleep(Duration::from_millis(50));
                     }
                 }
                 Ok(response) => return Ok(response),

@@ -230,6 +230,9 @@ pub struct WorkerOptions {
     /// Consecutive link failures after which the worker gives up (the
     /// coordinator is gone; the lab's workers exit when the RPC fails).
     pub max_link_failures: u32,
+    /// Sleep before running each task: stretches a job so tests and demos
+    /// can act mid-job (kill the coordinator's leader). Zero normally.
+    pub task_delay: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -237,6 +240,7 @@ impl Default for WorkerOptions {
         WorkerOptions {
             poll_interval: Duration::from_millis(100),
             max_link_failures: 50,
+            task_delay: Duration::ZERO,
         }
     }
 }
@@ -272,6 +276,9 @@ pub fn run_worker(
                 continue;
             }
         };
+        if !options.task_delay.is_zero() {
+            std::thread::sleep(options.task_delay);
+        }
         let outcome = match task.kind {
             TaskKind::Map => run_map(app, context, &task)?,
             TaskKind::Reduce => run_reduce(app, context, &task)?,

@@ -34,6 +34,7 @@ fn options() -> WorkerOptions {
     WorkerOptions {
         poll_interval: Duration::from_millis(10),
         max_link_failures: 3,
+        task_delay: Duration::ZERO,
     }
 }
 
