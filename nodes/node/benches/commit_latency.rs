@@ -141,6 +141,7 @@ fn main() {
                 "errors": result.errors(), "fail": result.fail, "unknown": result.unknown,
                 "generator_cpu_seconds": result.generator_cpu_seconds,
                 "node_cpu_seconds": result.node_cpu_seconds,
+                    "node_run_queue_seconds": result.node_run_queue_seconds,
             }));
         }
         println!();

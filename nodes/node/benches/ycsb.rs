@@ -304,6 +304,7 @@ fn main() {
                     "empty_reads": result.empty_reads, "read_bytes": result.read_bytes,
                     "generator_cpu_seconds": result.generator_cpu_seconds,
                     "node_cpu_seconds": result.node_cpu_seconds,
+                    "node_run_queue_seconds": result.node_run_queue_seconds,
                 }));
             }
         }

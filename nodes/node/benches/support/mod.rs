@@ -379,6 +379,11 @@ impl BenchCluster {
         self.pids().into_iter().map(process_cpu_seconds).collect()
     }
 
+    /// Seconds each node's threads have spent runnable but waiting for a CPU.
+    pub fn run_queue_seconds(&self) -> Vec<f64> {
+        self.pids().into_iter().map(run_queue_seconds).collect()
+    }
+
     /// Waits until one node reports itself leader; returns its id.
     pub async fn wait_for_leader(&self, connection: &Connection, within: Duration) -> u64 {
         let deadline = Instant::now() + within;
@@ -449,6 +454,25 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
     (ticks(14) + ticks(15)) as f64 / USER_HZ
 }
 
+/// Time the process's threads waited on a run queue (second field of
+/// /proc/<pid>/task/<tid>/schedstat, nanoseconds): CPU they wanted and did
+/// not get because other processes had it.
+pub fn run_queue_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|text| {
+            text.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum();
+    nanos as f64 / 1e9
+}
+
 /// CPU seconds (user + system) used by this process, i.e. the load generator.
 pub fn own_cpu_seconds() -> f64 {
     use nix::sys::resource::{getrusage, UsageWho};
@@ -482,6 +506,8 @@ pub struct LoadResult {
     pub generator_cpu_seconds: f64,
     /// CPU seconds used by each node process in the window.
     pub node_cpu_seconds: Vec<f64>,
+    /// Seconds each node's threads waited for a CPU in the window.
+    pub node_run_queue_seconds: Vec<f64>,
 }
 
 impl LoadResult {
@@ -503,9 +529,15 @@ impl LoadResult {
             .map(|c| format!("{:.0}% ({:.0} µs/op)", 100.0 * c / secs, c * 1e6 / ops))
             .collect();
         let total: f64 = self.node_cpu_seconds.iter().sum::<f64>() + self.generator_cpu_seconds;
+        let waits: Vec<String> = self
+            .node_run_queue_seconds
+            .iter()
+            .map(|w| format!("{:.0}%", 100.0 * w / secs))
+            .collect();
         format!(
-            "cpu: nodes [{}], generator {:.0}% ({:.0} µs/op); all {:.2} of {} cores",
+            "cpu: nodes [{}] waited for a CPU [{}], generator {:.0}% ({:.0} µs/op); all {:.2} of {} cores",
             nodes.join(", "),
+            waits.join(", "),
             100.0 * self.generator_cpu_seconds / secs,
             self.generator_cpu_seconds * 1e6 / ops,
             total / secs,
@@ -591,7 +623,14 @@ pub async fn closed_loop(
     tokio::time::sleep_until(window_start.into()).await;
     let generator_before = own_cpu_seconds();
     let nodes_before = nodes.cpu_seconds();
+    let waits_before = nodes.run_queue_seconds();
     tokio::time::sleep_until(window_end.into()).await;
+    let node_run_queue_seconds = nodes
+        .run_queue_seconds()
+        .iter()
+        .zip(&waits_before)
+        .map(|(after, before)| after - before)
+        .collect();
     let generator_cpu_seconds = own_cpu_seconds() - generator_before;
     let node_cpu_seconds = nodes
         .cpu_seconds()
@@ -620,6 +659,7 @@ pub async fn closed_loop(
         measured: measure,
         generator_cpu_seconds,
         node_cpu_seconds,
+        node_run_queue_seconds,
     }
 }
 
