@@ -138,6 +138,9 @@ impl CheckResult {
 }
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use crate::search::FxHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -179,7 +182,8 @@ fn partition<'h, M: Model>(
     history: &'h History,
     model: &M,
 ) -> Result<Vec<Partition<'h, M::Op>>, ModelError> {
-    let mut index: HashMap<Option<&'h str>, usize> = HashMap::new();
+    let mut index: HashMap<Option<&'h str>, usize, BuildHasherDefault<FxHasher>> =
+        HashMap::default();
     let mut groups: Vec<Partition<'h, M::Op>> = Vec::new();
     for op in &history.operations {
         let key = model.partition_key(op);
@@ -200,7 +204,7 @@ fn partition<'h, M: Model>(
             });
         }
     }
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(groups)
 }
 

@@ -486,7 +486,7 @@ impl Entries {
             }
         }
         // Positions are distinct event indices; a call sorts before a return at a tie.
-        events.sort_by_key(|&(position, _, is_call)| (position, !is_call));
+        events.sort_unstable_by_key(|&(position, _, is_call)| (position, !is_call));
         let count = events.len() + 1;
         let mut entries = Entries {
             next: vec![NONE; count],
@@ -571,7 +571,7 @@ fn search_prepared<M: Model>(
 ) -> SearchOutcome {
     // Local numbering: definite operations first, in call order, then unknown-outcome ones.
     let mut order: Vec<usize> = (0..ops.len()).collect();
-    order.sort_by_key(|&i| (ops[i].ret.is_none(), ops[i].call));
+    order.sort_unstable_by_key(|&i| (ops[i].ret.is_none(), ops[i].call, i));
     let definite = ops.iter().filter(|o| o.ret.is_some()).count();
     let calls: Vec<usize> = order.iter().map(|&i| ops[i].call).collect();
     let returns: Vec<Option<usize>> = order.iter().map(|&i| ops[i].ret).collect();
