@@ -256,11 +256,13 @@ impl ShardKvServer {
                 }
             }
         }
+        let mut shards_changed = false;
         for entry in committed_entries {
             if entry.index <= self.state.applied_index() {
                 continue;
             }
             let applied = self.state.apply_entry(entry.index, &entry.data);
+            shards_changed |= matches!(applied, Some((_, ApplyResult::Internal(true))));
             let Some(pending) = self.pending.remove(&entry.index) else {
                 continue;
             };
@@ -281,6 +283,13 @@ impl ShardKvServer {
             self.reply(pending.request_id, response);
         }
         self.observe_leadership(node);
+        // A configuration or shard change starts the next step (pull,
+        // delete, next configuration) now rather than at the next poll:
+        // each migration takes several such steps.
+        if shards_changed && node.leadership().is_leader {
+            self.last_poll_tick = self.now_ticks;
+            self.poll();
+        }
         Ok(())
     }
 

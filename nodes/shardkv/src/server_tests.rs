@@ -78,7 +78,13 @@ fn request(seq: u64, op: Op) -> ShardKvRequest {
     }
 }
 
+/// Outbounds already queued (a change applied on the leader polls at once),
+/// else those of the next poll round.
 fn tick_until_outbound(server: &mut ShardKvServer, node: &FakeNode) -> Vec<Outbound> {
+    let queued = server.take_outbound();
+    if !queued.is_empty() {
+        return queued;
+    }
     for _ in 0..10 {
         server.tick(node);
         let out = server.take_outbound();
@@ -209,6 +215,12 @@ fn pull_delete_confirm_between_two_groups() {
     }
     // Key "A" (65) is shard 5; key "9" (57) is shard 7.
     assert_eq!(two.state().status(7), Some(ShardStatus::Receiving));
+    // Applying configuration 2 made the leader ask for the shard at once.
+    assert!(two
+        .take_outbound()
+        .iter()
+        .any(|o| matches!(o, Outbound::Pull { gid: 1, .. })));
+    one.take_outbound();
     // Pull from a group not at config 2 yet would be NotReady; here it is.
     let out = tick_until_outbound(&mut two, &n2);
     let Some(Outbound::Pull {

@@ -96,6 +96,30 @@ fn linearizable(w: &World) -> Result<(), String> {
     }
 }
 
+/// The lab's `checklogs`: with a maxraftstate, every server's persisted Raft
+/// state is at most twice it once the run is quiet.
+fn check_logs(w: &World, max_raft: Option<usize>) -> Result<(), String> {
+    let Some(max) = max_raft else { return Ok(()) };
+    for node in &w.nodes {
+        let bytes = node.persisted.raft_state_bytes();
+        if bytes > 2 * max {
+            let entries: Vec<_> = node
+                .persisted
+                .entries
+                .iter()
+                .map(|e| (e.index, e.data.len()))
+                .collect();
+            let snapshot = node.persisted.snapshot.as_ref().map(|s| s.meta.index);
+            return Err(format!(
+                "n{}: raft state {bytes} bytes > 2 * {max}: entries (index, bytes) {entries:?}, snapshot at {snapshot:?}\n{}",
+                node.id,
+                w.describe()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| i.to_string()).collect()
 }
@@ -230,6 +254,8 @@ fn snapshot() {
             w.start_group(*gid);
         }
         check_all(&mut w, ck, &values)?;
+        w.run_for(2 * SECOND);
+        check_logs(&w, Some(1000))?;
         let snapshots = w
             .nodes
             .iter()
@@ -289,6 +315,9 @@ enum Script {
     /// TestConcurrent3: 12 s of random joins/leaves with shutdown-all and
     /// restart-all.
     RandomWithRestarts,
+    /// TestChallenge1Concurrent: 12 s of join 102, 101 / shut down and
+    /// restart all / leave 101, 102 cycles, random pauses under 900 ms.
+    JoinRestartLeaveCycles,
 }
 
 /// Clients append to 10 keys (20% gets) while `script` runs; then every
@@ -382,6 +411,23 @@ fn concurrent(
                 }
             }
         }
+        Script::JoinRestartLeaveCycles => {
+            let start = w.now_us;
+            while w.now_us < start + 12 * SECOND {
+                w.join(&[g[2]]);
+                w.join(&[g[1]]);
+                let wait = w.random_below(900);
+                pause(&mut w, wait);
+                g.iter().for_each(|gid| w.shutdown_group(*gid));
+                g.iter().for_each(|gid| w.start_group(*gid));
+                let wait = w.random_below(900);
+                pause(&mut w, wait);
+                w.leave(&[g[1]]);
+                w.leave(&[g[2]]);
+                let wait = w.random_below(900);
+                pause(&mut w, wait);
+            }
+        }
     }
     w.stop_appending();
     if !w.run_until(w.now_us + 60 * SECOND, |w| w.all_idle()) {
@@ -410,6 +456,19 @@ fn concurrent(
             }
         }
     }
+    // Quiet: every group catches up with the controller, then the logs are checked.
+    let latest = w.ctrler.latest().num;
+    let gids = g.clone();
+    if !w.run_until(w.now_us + 60 * SECOND, |w| {
+        gids.iter().all(|gid| w.group_settled_at(*gid, latest))
+    }) {
+        return Err(format!(
+            "groups not settled at config {latest} within 60 s\n{}",
+            w.describe()
+        ));
+    }
+    w.run_for(SECOND);
+    check_logs(&w, max_raft)?;
     let done: usize = clients.iter().map(|c| w.clients[*c].ops_done).sum();
     // The lab checks correctness only; this is a floor showing the clients
     // were not stuck (the unreliable network with its 300 ms clerk timeouts
@@ -667,4 +726,11 @@ fn mutation_serving_handed_over_shards_is_caught() {
         caught > 0,
         "the checker never caught the mutation over seeds {seeds:?}"
     );
+}
+
+#[test]
+fn challenge1_concurrent() {
+    run("challenge1_concurrent", 2, |seed| {
+        concurrent(seed, false, Some(300), Script::JoinRestartLeaveCycles)
+    });
 }

@@ -456,6 +456,13 @@ impl World {
         out
     }
 
+    pub fn raft_status(&self, id: NodeId) -> Option<raft::Status> {
+        self.nodes[(id - 1) as usize]
+            .live
+            .as_ref()
+            .map(|l| l.raw.status())
+    }
+
     /// Total persisted bytes (Raft state + snapshot) over every node.
     pub fn total_persisted_bytes(&self) -> usize {
         self.nodes
