@@ -100,6 +100,10 @@ struct RunArgs {
     app: AppArgs,
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Coordinator replicas (Raft processes); 0 runs one unreplicated
+    /// coordinator inside this process.
+    #[arg(long, default_value_t = 0)]
+    replicas: u64,
     /// Coordinator UDP address.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -389,15 +393,98 @@ fn gen_input(args: GenArgs) -> Result<()> {
     Ok(())
 }
 
+/// Where the job's coordinator lives while `run` runs it.
+enum Coordinators {
+    /// In this process, unreplicated.
+    Single {
+        coordinator: LocalCoordinator,
+        endpoint: Endpoint<()>,
+        runtime: tokio::runtime::Runtime,
+    },
+    /// Replica processes (Raft).
+    Replicated { children: Vec<Child> },
+}
+
+fn free_udp_port() -> Result<u16> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    Ok(socket.local_addr()?.port())
+}
+
+fn start_coordinators(
+    args: &RunArgs,
+    spec: JobSpec,
+    certs: &Path,
+) -> Result<(Coordinators, Vec<CoordinatorAddress>)> {
+    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    if args.replicas == 0 {
+        net::write_certs(certs, &["c1".to_string()])?;
+        let runtime = tokio::runtime::Runtime::new()?;
+        let coordinator = LocalCoordinator::start(spec)?;
+        let endpoint =
+            runtime.block_on(async { serve_single(certs, "c1", args.listen, &coordinator) })?;
+        let address = CoordinatorAddress {
+            name: "c1".into(),
+            addr: endpoint.local_addr(),
+        };
+        return Ok((
+            Coordinators::Single {
+                coordinator,
+                endpoint,
+                runtime,
+            },
+            vec![address],
+        ));
+    }
+    let names: Vec<String> = (1..=args.replicas).map(|i| format!("c{i}")).collect();
+    net::write_certs(certs, &names)?;
+    let mut addresses = Vec::new();
+    for name in &names {
+        addresses.push(CoordinatorAddress {
+            name: name.clone(),
+            addr: SocketAddr::from(([127, 0, 0, 1], free_udp_port()?)),
+        });
+    }
+    let list = address_list(&addresses);
+    let mut children = Vec::new();
+    for id in 1..=args.replicas {
+        let data_dir = args.job.dir.join(format!("mr-raft-{id}"));
+        // A fresh job: the replicas must not recover an older job's log.
+        let _ = std::fs::remove_dir_all(&data_dir);
+        children.push(
+            Process::new(&exe)
+                .arg("replica")
+                .arg(format!("--id={id}"))
+                .arg(format!("--replicas={list}"))
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .arg("--certs")
+                .arg(certs)
+                .arg("--dir")
+                .arg(&args.job.dir)
+                .arg(format!("--app={}", args.job.app))
+                .arg(format!("--n-reduce={}", args.job.n_reduce))
+                .arg(format!("--task-timeout-ms={}", args.job.task_timeout_ms))
+                .args(&args.job.files)
+                .spawn()
+                .context("cannot start a coordinator replica")?,
+        );
+    }
+    Ok((Coordinators::Replicated { children }, addresses))
+}
+
+fn address_list(addresses: &[CoordinatorAddress]) -> String {
+    addresses
+        .iter()
+        .map(|a| format!("{}={}", a.name, a.addr))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn run(args: RunArgs) -> Result<()> {
     let spec = spec(&args.job)?;
+    let total = (spec.files.len() as u64) + u64::from(spec.n_reduce);
     let certs = args.job.dir.join("mr-certs");
-    net::write_certs(&certs, &["c1".to_string()])?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let coordinator = LocalCoordinator::start(spec)?;
-    let endpoint =
-        runtime.block_on(async { serve_single(&certs, "c1", args.listen, &coordinator) })?;
-    let addr = endpoint.local_addr();
+    let (coordinators, addresses) = start_coordinators(&args, spec, &certs)?;
     let started = Instant::now();
     let exe = std::env::current_exe().context("cannot find my own executable")?;
     let mut children: Vec<Child> = Vec::new();
@@ -409,15 +496,19 @@ fn run(args: RunArgs) -> Result<()> {
             .arg(&args.job.dir)
             .arg("--certs")
             .arg(&certs)
-            .arg(format!("--coordinator=c1={addr}"))
+            .arg(format!("--coordinator={}", address_list(&addresses)))
             .args(args.app.to_flags())
             .spawn()
             .context("cannot start a worker")?;
         children.push(child);
     }
-    let total = {
-        let p = coordinator.progress();
-        u64::from(p.maps_total + p.reduces_total)
+    let mut progress_link = match &coordinators {
+        Coordinators::Single { .. } => None,
+        Coordinators::Replicated { .. } => Some(QuicLink::new(
+            &certs,
+            addresses.clone(),
+            Duration::from_millis(500),
+        )?),
     };
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -430,37 +521,66 @@ fn run(args: RunArgs) -> Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let mut statuses = vec![None; children.len()];
     loop {
-        let p = coordinator.progress();
-        bar.set_position(u64::from(p.maps_done + p.reduces_done));
-        bar.set_message(format!(
-            "maps {}/{} reduces {}/{} reissued {}",
-            p.maps_done, p.maps_total, p.reduces_done, p.reduces_total, p.reissued
-        ));
-        if p.done() {
-            break;
+        let progress = match (&coordinators, progress_link.as_mut()) {
+            (Coordinators::Single { coordinator, .. }, _) => Some(coordinator.progress()),
+            (_, Some(link)) => link.progress().ok(),
+            _ => None,
+        };
+        if let Some(p) = progress {
+            bar.set_position(u64::from(p.maps_done + p.reduces_done));
+            bar.set_message(format!(
+                "maps {}/{} reduces {}/{} reissued {}",
+                p.maps_done, p.maps_total, p.reduces_done, p.reduces_total, p.reissued
+            ));
         }
-        if children
-            .iter_mut()
-            .all(|c| matches!(c.try_wait(), Ok(Some(_))))
-        {
-            bar.abandon();
-            bail!("every worker exited before the job was done");
+        for (child, status) in children.iter_mut().zip(statuses.iter_mut()) {
+            if status.is_none() {
+                *status = child.try_wait()?;
+            }
+        }
+        if statuses.iter().all(Option::is_some) {
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let elapsed = started.elapsed();
     bar.finish();
-    for mut child in children {
-        let status = child.wait()?;
-        if !status.success() {
-            eprintln!("a worker exited with {status}");
+    let failed = statuses.iter().flatten().filter(|s| !s.success()).count();
+    match coordinators {
+        Coordinators::Single {
+            coordinator,
+            endpoint,
+            runtime,
+        } => {
+            runtime.block_on(endpoint.shutdown());
+            if !coordinator.progress().done() {
+                bail!("every worker exited before the job was done");
+            }
+        }
+        Coordinators::Replicated { mut children } => {
+            // Replicas exit by themselves after the job (and a linger);
+            // one that has not within 10 s is stopped (by its own handle).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for child in &mut children {
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if matches!(child.try_wait(), Ok(None)) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
         }
     }
-    runtime.block_on(endpoint.shutdown());
+    if failed > 0 {
+        bail!("{failed} workers failed");
+    }
     eprintln!(
-        "job done: {} workers, app {}, {:.3} s",
+        "job done: {} workers, {} coordinator replicas, app {}, {:.3} s",
         args.workers,
+        args.replicas,
         args.job.app,
         elapsed.as_secs_f64()
     );
