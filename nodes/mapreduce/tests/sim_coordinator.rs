@@ -139,7 +139,7 @@ fn claim(sim: &Sim<Replica>, message: String) -> SimError {
     }
 }
 
-fn scenario(seed: u64) -> Result<(), SimError> {
+fn scenario(seed: u64, unreliable: bool) -> Result<(), SimError> {
     let dir = tempfile::tempdir().map_err(|e| SimError::Panic(e.to_string()))?;
     let names = mapreduce::input::generate(dir.path(), seed, 6, 3_000)
         .map_err(|e| SimError::Panic(e.to_string()))?;
@@ -153,6 +153,10 @@ fn scenario(seed: u64) -> Result<(), SimError> {
     let mut config = SimConfig::new(3, seed);
     config.record_outputs = true;
     config.snapshot_every_entries = Some(25);
+    if unreliable {
+        // The lab's unreliable network: delays, 10% loss each way, reordering.
+        config.net = sim::NetConfig::unreliable();
+    }
     let mut sim = Sim::new(config, |_| Replica::default())?;
     let spec = JobSpec {
         files: names.clone(),
@@ -394,6 +398,15 @@ fn replicated_coordinator_survives_a_leader_crash_mid_job() {
     sim::sweep(
         "replicated_coordinator_survives_a_leader_crash_mid_job",
         4,
-        scenario,
+        |seed| scenario(seed, false),
+    );
+}
+
+#[test]
+fn replicated_coordinator_survives_a_leader_crash_on_an_unreliable_network() {
+    sim::sweep(
+        "replicated_coordinator_survives_a_leader_crash_on_an_unreliable_network",
+        4,
+        |seed| scenario(seed, true),
     );
 }
