@@ -23,10 +23,12 @@
 //! 1). A group moves to configuration n+1 only once every shard is settled
 //! at n; shards untouched by a change are served throughout (challenge 2).
 
+pub mod clerk;
 pub mod command;
 pub mod server;
 pub mod state_machine;
 
+pub use clerk::{Busy, ClerkAction, ShardClerk};
 pub use command::{
     DeleteReply, DeleteRequest, GroupCommand, PullReply, PullRequest, ShardData, ShardKvRequest,
     ShardKvResponse,

@@ -28,10 +28,10 @@ use raft::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shardctrler::{key_to_shard, Config, CtrlCommand, CtrlOp, Gid, ShardCtrler};
+use shardctrler::{Config, CtrlCommand, CtrlOp, Gid, ShardCtrler};
 use shardkv::{
-    DeleteReply, DeleteRequest, Outbound, PullReply, PullRequest, ServerConfig, ShardKvRequest,
-    ShardKvResponse, ShardKvServer,
+    ClerkAction, DeleteReply, DeleteRequest, Outbound, PullReply, PullRequest, ServerConfig,
+    ShardClerk, ShardKvRequest, ShardKvResponse, ShardKvServer,
 };
 
 use history::Recorder;
@@ -124,13 +124,10 @@ pub struct NodeSlot {
 
 /// What a clerk is doing.
 pub struct ClientSlot {
-    pub client_id: u64,
-    pub seq: u64,
+    /// The crate's clerk makes the decisions; the slot records history.
+    pub clerk: ShardClerk,
     pub process: i64,
-    pub config: Config,
     pub current: Option<Op>,
-    attempt: u64,
-    leader_index: BTreeMap<Gid, usize>,
     /// Auto workload: append to a random key among `keys` every op.
     pub auto_keys: Option<Vec<String>>,
     pub stopping: bool,
@@ -510,13 +507,9 @@ impl World {
         let process = self.next_process;
         self.next_process += 1;
         self.clients.push(ClientSlot {
-            client_id,
-            seq: 0,
+            clerk: ShardClerk::new(client_id),
             process,
-            config: Config::default(),
             current: None,
-            attempt: 0,
-            leader_index: BTreeMap::new(),
             auto_keys: None,
             stopping: false,
             ops_done: 0,
@@ -533,11 +526,14 @@ impl World {
     pub fn start_op(&mut self, client: usize, op: Op) {
         let slot = &mut self.clients[client];
         assert!(slot.current.is_none(), "client {client} is busy");
-        slot.seq += 1;
         slot.last_result = None;
         self.history.invoke(slot.process, &op, self.now_us);
-        slot.current = Some(op);
-        self.client_send(client);
+        slot.current = Some(op.clone());
+        let action = match slot.clerk.begin(op) {
+            Ok(action) => action,
+            Err(busy) => panic!("{busy}"),
+        };
+        self.perform(client, action);
     }
 
     /// Runs `op` and waits up to `timeout_us`; a get's value or "" for writes.
@@ -572,90 +568,62 @@ impl World {
         self.clients.iter().all(|c| c.current.is_none())
     }
 
-    fn client_send(&mut self, client: usize) {
-        let slot = &mut self.clients[client];
-        let Some(op) = slot.current.clone() else {
-            return;
-        };
-        slot.attempt += 1;
-        let attempt = slot.attempt;
-        let shard = key_to_shard(op.key());
-        let gid = slot.config.owner(shard);
-        let servers = slot.config.groups.get(&gid).cloned().unwrap_or_default();
-        if gid == 0 || servers.is_empty() {
-            self.client_query(client);
-            return;
-        }
-        let index = *slot.leader_index.get(&gid).unwrap_or(&0) % servers.len();
-        let Some(to) = node_of(&servers[index]) else {
-            return;
-        };
-        let request = ShardKvRequest {
-            client_id: slot.client_id,
-            seq: slot.seq,
-            op,
-        };
-        let at = self.now_us + ATTEMPT_TIMEOUT_US;
-        self.schedule(at, Event::ClientTimeout { client, attempt });
-        self.hop(Event::Request {
-            to,
-            client,
-            attempt,
-            request,
-        });
-    }
-
-    /// Asks the controller for the latest config; resends when it arrives
-    /// (or after an attempt timeout if the query or its answer is lost).
-    fn client_query(&mut self, client: usize) {
-        let attempt = self.clients[client].attempt;
-        let at = self.now_us + ATTEMPT_TIMEOUT_US;
-        self.schedule(at, Event::ClientTimeout { client, attempt });
-        let config = self.ctrler.latest().clone();
-        // Two hops: query and answer.
-        if self.net.drop_probability > 0.0 && self.rng.gen_bool(self.net.drop_probability) {
-            return;
-        }
-        self.hop(Event::ConfigToClient { client, config });
-    }
-
-    fn next_server(&mut self, client: usize) {
-        let slot = &mut self.clients[client];
-        if let Some(op) = &slot.current {
-            let gid = slot.config.owner(key_to_shard(op.key()));
-            *slot.leader_index.entry(gid).or_insert(0) += 1;
-        }
-    }
-
-    fn on_response(&mut self, client: usize, attempt: u64, response: ShardKvResponse) {
-        if self.clients[client].attempt != attempt || self.clients[client].current.is_none() {
-            *self.counts.entry("response_stale".into()).or_default() += 1;
-            return;
-        }
-        let kind = format!("{response:?}");
-        let kind = kind.split(['(', ' ']).next().unwrap_or("?").to_string();
-        *self.counts.entry(kind).or_default() += 1;
-        match response {
-            ShardKvResponse::Ok(result) => {
+    /// Carries out one of the clerk's actions.
+    fn perform(&mut self, client: usize, action: ClerkAction) {
+        match action {
+            ClerkAction::Send {
+                attempt,
+                server,
+                request,
+            } => {
+                let at = self.now_us + ATTEMPT_TIMEOUT_US;
+                self.schedule(at, Event::ClientTimeout { client, attempt });
+                if let Some(to) = node_of(&server) {
+                    self.hop(Event::Request {
+                        to,
+                        client,
+                        attempt,
+                        request,
+                    });
+                }
+            }
+            ClerkAction::QueryConfig { attempt } => {
+                let at = self.now_us + ATTEMPT_TIMEOUT_US;
+                self.schedule(at, Event::ClientTimeout { client, attempt });
+                let config = self.ctrler.latest().clone();
+                // Two hops: the query and its answer.
+                if self.net.drop_probability > 0.0 && self.rng.gen_bool(self.net.drop_probability) {
+                    return;
+                }
+                self.hop(Event::ConfigToClient { client, config });
+            }
+            ClerkAction::Backoff { attempt } => {
+                let at = self.now_us + 10 * MS;
+                self.schedule(at, Event::ClientResend { client, attempt });
+            }
+            ClerkAction::Done(Ok(result)) => {
                 let value = match result {
                     kv::OpResult::Value(v) => v,
                     _ => String::new(),
                 };
                 self.complete(client, Some(value));
             }
-            ShardKvResponse::WrongGroup => {
-                self.clients[client].attempt += 1;
-                self.client_query(client);
-            }
-            ShardKvResponse::Invalid(_) => self.complete(client, None),
-            _ => {
-                self.next_server(client);
-                self.clients[client].attempt += 1;
-                let attempt = self.clients[client].attempt;
-                let at = self.now_us + 10 * MS;
-                self.schedule(at, Event::ClientResend { client, attempt });
-            }
+            ClerkAction::Done(Err(_)) => self.complete(client, None),
+            ClerkAction::Ignored => {}
         }
+    }
+
+    fn on_response(&mut self, client: usize, attempt: u64, response: ShardKvResponse) {
+        let kind = format!("{response:?}");
+        let kind = kind.split(['(', ' ']).next().unwrap_or("?").to_string();
+        let action = self.clients[client].clerk.on_response(attempt, response);
+        let kind = if action == ClerkAction::Ignored {
+            "response_stale".to_string()
+        } else {
+            kind
+        };
+        *self.counts.entry(kind).or_default() += 1;
+        self.perform(client, action);
     }
 
     fn complete(&mut self, client: usize, result: Option<String>) {
@@ -893,30 +861,20 @@ impl World {
                 response,
             } => self.on_response(client, attempt, response),
             Event::ClientTimeout { client, attempt } => {
-                if self.clients[client].attempt == attempt && self.clients[client].current.is_some()
-                {
+                let action = self.clients[client].clerk.on_timeout(attempt);
+                if action != ClerkAction::Ignored {
                     *self.counts.entry("timeout".into()).or_default() += 1;
-                    // As the lab's clerk: next server, with a fresh configuration
-                    // (the group may have left or died).
-                    self.next_server(client);
-                    self.clients[client].attempt += 1;
-                    self.client_query(client);
                 }
+                self.perform(client, action);
             }
             Event::ClientResend { client, attempt } => {
-                if self.clients[client].attempt == attempt {
-                    self.client_send(client);
-                }
+                let action = self.clients[client].clerk.resend(attempt);
+                self.perform(client, action);
             }
             Event::ClientNext { client } => self.next_auto(client),
             Event::ConfigToClient { client, config } => {
-                let slot = &mut self.clients[client];
-                if config.num >= slot.config.num {
-                    slot.config = config;
-                }
-                if slot.current.is_some() {
-                    self.client_send(client);
-                }
+                let action = self.clients[client].clerk.on_config(config);
+                self.perform(client, action);
             }
             Event::CtrlQueryFromNode {
                 node,
