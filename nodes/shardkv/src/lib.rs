@@ -10,6 +10,10 @@
 //!   ([`PullRequest`] / [`PullReply`]), a previous owner to delete a shard it
 //!   handed over ([`DeleteRequest`] / [`DeleteReply`]).
 //!
+//! Clients use [`ShardClerk`], a sans-IO clerk: the runtime carries out its
+//! [`ClerkAction`]s (send to a server, query the controller, back off) and
+//! feeds answers and timeouts back.
+//!
 //! Every change of shard state goes through the group's Raft log
 //! ([`GroupCommand`]): client writes, moving to the next configuration, a
 //! received shard installed, a handed-over shard deleted, a deletion
