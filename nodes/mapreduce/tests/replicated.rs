@@ -117,7 +117,7 @@ fn killing_the_coordinator_leader_mid_job_loses_nothing() {
                 .arg("--certs")
                 .arg(&certs)
                 .arg(format!("--coordinator={list}"))
-                .args(["--poll-ms=50", "--task-delay-ms=150"])
+                .args(["--poll-ms=50", "--task-delay-ms=300"])
                 .spawn()
                 .unwrap(),
         );
