@@ -19,6 +19,7 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod netns;
+pub mod ourkv;
 pub mod results;
 pub mod runner;
 pub mod ssh;

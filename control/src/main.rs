@@ -48,17 +48,19 @@ struct TestArgs {
     /// Seconds of workload under faults, before the final heal and recovery.
     #[arg(long, default_value_t = 120)]
     time: u64,
-    /// Workload: kv (get/put/append with unique values).
+    /// Workload: kv (get/put/append with unique values) or register (cas-register per key).
     #[arg(long, default_value = "kv")]
     workload: String,
     /// Faults: comma-separated partition,kill,pause, or all, or none.
     #[arg(long, default_value = "all")]
     nemesis: String,
-    /// Start the database with a deliberate bug (e.g. stale-reads) to prove the check fails.
+    /// Start the database with a deliberate bug to prove the check fails: stale-reads (every
+    /// replica answers gets from its local state).
     #[arg(long)]
     mutation: Option<String>,
-    /// Database: standin (a non-replicated stand-in daemon; the KV node is not wired in yet).
-    #[arg(long, default_value = "standin")]
+    /// Database: ours (our Raft KV node daemon) or standin (a non-replicated stand-in daemon
+    /// used to test the harness itself).
+    #[arg(long, default_value = "ours")]
     db: String,
     /// Seed of every random choice (faults, operations); random when absent, always printed.
     #[arg(long)]

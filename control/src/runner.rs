@@ -28,6 +28,7 @@ use crate::history::{Event, EventType, HistoryWriter, TestClock};
 use crate::nemesis::apply::ClusterNemesis;
 use crate::nemesis::schedule::Schedule;
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, NemesisKind};
+use crate::ourkv;
 use crate::results::RunDir;
 use crate::workload::StandinKv;
 
@@ -74,6 +75,8 @@ pub struct TestOptions {
     pub progress: bool,
     /// The stand-in daemon's binary (default: `standin` beside this executable).
     pub standin_binary: Option<PathBuf>,
+    /// Our node daemon's binary (default: `node` beside this executable).
+    pub node_binary: Option<PathBuf>,
 }
 
 impl TestOptions {
@@ -86,7 +89,7 @@ impl TestOptions {
             workload: "kv".into(),
             nemesis: NemesisKind::ALL.into_iter().collect(),
             mutation: None,
-            db: "standin".into(),
+            db: "ours".into(),
             seed: 0,
             concurrency: 10,
             results_root: PathBuf::from("results"),
@@ -98,6 +101,7 @@ impl TestOptions {
             check_timeout: Duration::from_secs(60),
             progress: true,
             standin_binary: None,
+            node_binary: None,
         }
     }
 }
@@ -137,22 +141,65 @@ pub type DbAndWorkload = (Box<dyn Db>, Box<dyn Workload>);
 
 /// The Db for `--db` and the workload for `--workload`, by name.
 pub fn choose(options: &TestOptions) -> Result<DbAndWorkload, RunError> {
-    if let Some(mutation) = &options.mutation {
-        return Err(RunError::BadOption(format!(
-            "mutation `{mutation}` needs the KV node daemon, which the stand-in cannot emulate"
-        )));
-    }
+    let beside_control = |name: &str| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join(name)))
+            .filter(|p| p.exists())
+    };
     match options.db.as_str() {
+        "ours" | "kv" => {
+            let unsafe_stale_reads = match options.mutation.as_deref() {
+                None => false,
+                Some("stale-reads") => true,
+                Some(other) => {
+                    return Err(RunError::BadOption(format!(
+                        "unknown mutation `{other}` (available: stale-reads)"
+                    )))
+                }
+            };
+            let node_binary = options
+                .node_binary
+                .clone()
+                .or_else(|| beside_control("node"))
+                .ok_or_else(|| {
+                    RunError::BadOption(
+                        "the `node` binary is not beside `control`; build with `cargo build --release -p node`".into(),
+                    )
+                })?;
+            let kind = match options.workload.as_str() {
+                "kv" => ourkv::WorkloadKind::Kv,
+                "register" => ourkv::WorkloadKind::Register,
+                other => return Err(RunError::BadOption(format!(
+                    "workload `{other}` is not available with --db ours (available: kv, register)"
+                ))),
+            };
+            let certs = Arc::new(ourkv::Certs::new().map_err(RunError::Db)?);
+            let db = ourkv::KvDb::new(
+                &ourkv::KvDbOptions {
+                    node_binary,
+                    unsafe_stale_reads,
+                    max_raft_state_bytes: 1 << 20,
+                },
+                certs.clone(),
+            );
+            let workload = ourkv::KvWorkload {
+                kind,
+                certs,
+                op_timeout: options.op_timeout,
+            };
+            Ok((Box::new(db), Box::new(workload)))
+        }
         "standin" => {
+            if let Some(mutation) = &options.mutation {
+                return Err(RunError::BadOption(format!(
+                    "mutation `{mutation}` needs the KV node daemon, which the stand-in cannot emulate"
+                )));
+            }
             let binary = options
                 .standin_binary
                 .clone()
-                .or_else(|| {
-                    std::env::current_exe()
-                        .ok()
-                        .and_then(|exe| exe.parent().map(|d| d.join("standin")))
-                })
-                .filter(|p| p.exists())
+                .or_else(|| beside_control("standin"))
                 .ok_or_else(|| {
                     RunError::BadOption(
                         "the `standin` binary is not beside `control`; build with `cargo build -p control`".into(),
@@ -169,7 +216,7 @@ pub fn choose(options: &TestOptions) -> Result<DbAndWorkload, RunError> {
             Ok((Box::new(db::standin_db(binary)), workload))
         }
         other => Err(RunError::BadOption(format!(
-            "db `{other}` is not available yet (available: standin; the KV node's Db is not wired in)"
+            "db `{other}` is not available (available: ours, standin)"
         ))),
     }
 }

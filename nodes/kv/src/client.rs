@@ -176,8 +176,21 @@ impl Clerk {
         self.in_flight.as_ref().map(|f| &f.request)
     }
 
-    /// Starts an operation: returns the first attempt to send now.
+    /// Starts an operation: returns the first attempt to send now, to the presumed leader.
     pub fn begin(&mut self, op: Op, now: Duration) -> Result<Send, ClerkBusy> {
+        self.begin_at(op, None, now)
+    }
+
+    /// Starts an operation whose first attempt goes to `first` (if it is one of the servers)
+    /// instead of the presumed leader; later attempts follow leader hints as usual. Jepsen-style
+    /// workloads bind each client to a node this way, so a replica that wrongly answers on its
+    /// own (e.g. the unsafe stale-read mode) is actually asked.
+    pub fn begin_at(
+        &mut self,
+        op: Op,
+        first: Option<NodeId>,
+        now: Duration,
+    ) -> Result<Send, ClerkBusy> {
         if let Some(in_flight) = &self.in_flight {
             return Err(ClerkBusy {
                 seq: in_flight.request.seq,
@@ -186,6 +199,9 @@ impl Clerk {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.counters.operations += 1;
+        let first_index = first
+            .and_then(|id| self.servers.iter().position(|s| *s == id))
+            .unwrap_or(self.leader_index);
         let mut in_flight = InFlight {
             request: KvRequest {
                 client_id: self.client_id,
@@ -194,7 +210,7 @@ impl Clerk {
             },
             started_at: now,
             attempt: 0,
-            to_index: self.leader_index,
+            to_index: first_index,
             maybe_applied: false,
             attempts_this_round: 0,
             backoff: self.config.backoff_min,
@@ -204,7 +220,7 @@ impl Clerk {
             &self.servers,
             &self.config,
             &mut self.counters,
-            self.leader_index,
+            first_index,
             now,
         );
         self.in_flight = Some(in_flight);

@@ -315,3 +315,26 @@ fn no_deadline_retries_forever() {
         attempt = send.attempt;
     }
 }
+
+#[test]
+fn begin_at_asks_the_chosen_server_first_then_follows_hints() {
+    let mut clerk = clerk();
+    let first = clerk
+        .begin_at(Op::Get { key: "k".into() }, Some(3), Duration::ZERO)
+        .unwrap();
+    assert_eq!(first.to, 3);
+    let step = clerk.on_response(
+        first.request.seq,
+        first.attempt,
+        3,
+        KvResponse::WrongLeader {
+            leader_hint: Some(2),
+        },
+        MS,
+    );
+    assert_eq!(expect_send(step).to, 2);
+    // An id that is not a server falls back to the presumed leader.
+    let mut clerk = Clerk::new(77, vec![1, 2, 3], config(), 5);
+    let send = clerk.begin_at(put(), Some(42), Duration::ZERO).unwrap();
+    assert_eq!(send.to, 1);
+}

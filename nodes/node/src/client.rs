@@ -97,7 +97,13 @@ impl KvClient {
     /// Runs one operation to its outcome: `Ok`, `Fail` (certainly not
     /// applied) or `Unknown` (may have been applied).
     pub async fn call(&mut self, op: Op) -> Outcome {
-        let mut send = match self.clerk.begin(op, self.started.elapsed()) {
+        self.call_at(op, None).await
+    }
+
+    /// [`KvClient::call`] whose first attempt goes to node `first` rather than the presumed
+    /// leader (clients bound to a node, as in Jepsen); later attempts follow leader hints.
+    pub async fn call_at(&mut self, op: Op, first: Option<u64>) -> Outcome {
+        let mut send = match self.clerk.begin_at(op, first, self.started.elapsed()) {
             Ok(send) => send,
             // Unreachable through `&mut self`; never guess an outcome.
             Err(_) => return Outcome::Unknown(UnknownReason::GaveUp),
