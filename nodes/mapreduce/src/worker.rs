@@ -143,6 +143,12 @@ pub fn run_map(
         .as_deref()
         .ok_or(WorkerError::NoInput { index: task.index })?;
     let input = context.work_dir.join(file);
+    if task.n_reduce == 0 {
+        return Err(WorkerError::Link(format!(
+            "map task {} with n_reduce = 0",
+            task.index
+        )));
+    }
     let contents = fs::read_to_string(&input).map_err(io_error(&input))?;
     let pairs = match app.map(context, file, &contents) {
         Ok(pairs) => pairs,

@@ -82,30 +82,28 @@ fn killing_the_coordinator_leader_mid_job_loses_nothing() {
         .map(|r| format!("{}={}", r.name, r.addr))
         .collect::<Vec<_>>()
         .join(",");
-    let mut procs = Processes(Vec::new());
-    for id in 1..=3 {
-        procs.0.push(
-            Command::new(BIN)
-                .arg("replica")
-                .arg(format!("--id={id}"))
-                .arg(format!("--replicas={list}"))
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("raft-{id}")))
-                .arg("--certs")
-                .arg(&certs)
-                .arg("--dir")
-                .arg(dir.path())
-                .args([
-                    "--app=wc",
-                    "--task-timeout-ms=2000",
-                    "--linger-ms=1500",
-                    "--snapshot-every-entries=20",
-                ])
-                .args(&files)
-                .spawn()
-                .unwrap(),
-        );
-    }
+    let replica = |id: usize| {
+        Command::new(BIN)
+            .arg("replica")
+            .arg(format!("--id={id}"))
+            .arg(format!("--replicas={list}"))
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("raft-{id}")))
+            .arg("--certs")
+            .arg(&certs)
+            .arg("--dir")
+            .arg(dir.path())
+            .args([
+                "--app=wc",
+                "--task-timeout-ms=2000",
+                "--linger-ms=3000",
+                "--snapshot-every-entries=20",
+            ])
+            .args(&files)
+            .spawn()
+            .unwrap()
+    };
+    let mut procs = Processes((1..=3).map(replica).collect());
     let mut workers = Vec::new();
     for _ in 0..3 {
         workers.push(
@@ -159,6 +157,9 @@ fn killing_the_coordinator_leader_mid_job_loses_nothing() {
         after.maps_done + after.reduces_done >= before,
         "completed tasks were lost"
     );
+    // The killed replica comes back from its WAL and snapshot and catches up:
+    // it exits by itself only once its own state says the job is done.
+    procs.0[killed] = replica(killed + 1);
 
     for mut worker in workers {
         let status = loop {
@@ -169,6 +170,20 @@ fn killing_the_coordinator_leader_mid_job_loses_nothing() {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(status.success(), "worker exited with {status}");
+    }
+    for (i, child) in procs.0.iter_mut().enumerate() {
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < JOB_DEADLINE,
+                "replica c{} never learned the job is done",
+                i + 1
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "replica c{} exited with {status}", i + 1);
     }
     let application = app::by_name("wc", &AppOptions::default()).unwrap();
     let out = dir.path().join("mr-correct.txt");
