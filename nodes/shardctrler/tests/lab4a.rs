@@ -10,7 +10,18 @@ use std::time::Duration;
 use shardctrler::{
     ClientId, Config, CtrlCommand, CtrlOp, CtrlResult, Gid, Seq, ShardCtrler, NSHARDS,
 };
-use sim::{claim, lab, sweep, Sim, SimConfig, SimError, StateMachine};
+use sim::{claim, lab, Sim, SimConfig, SimError, StateMachine};
+
+/// `sim::sweep` with this crate's replay command in the failure message.
+fn sweep(name: &str, default_seeds: u64, scenario: impl Fn(u64) -> Result<(), SimError>) {
+    for seed in sim::seeds(default_seeds) {
+        if let Err(error) = sim::run_seed(seed, &scenario) {
+            panic!(
+                "{name} failed with SEED={seed}\n{error}\nreplay: SEED={seed} cargo test -p shardctrler --test lab4a -- {name} --exact --nocapture"
+            );
+        }
+    }
+}
 
 /// The controller as the simulator's state machine. Its output names the
 /// command it applied, so a clerk can tell its own command was committed.

@@ -18,10 +18,20 @@ use sim::SimError;
 
 const OP_TIMEOUT_US: u64 = 30 * SECOND;
 
+/// Runs `scenario` over the seeds of `sim::seeds` (SEED / SIM_SEEDS /
+/// SIM_SEED_BASE), each printing `SEED=n` first; fails at the first failing
+/// seed with the command that replays it.
 fn run(name: &str, default_seeds: u64, scenario: impl Fn(u64) -> Result<(), String>) {
-    sim::sweep(name, default_seeds, |seed| {
-        scenario(seed).map_err(|message| SimError::Claim { at_us: 0, message })
-    });
+    for seed in sim::seeds(default_seeds) {
+        let result = sim::run_seed(seed, &|seed| {
+            scenario(seed).map_err(|message| SimError::Claim { at_us: 0, message })
+        });
+        if let Err(error) = result {
+            panic!(
+                "{name} failed with SEED={seed}\n{error}\nreplay: SEED={seed} cargo test -p shardkv --test lab4b -- {name} --exact --nocapture"
+            );
+        }
+    }
 }
 
 fn config(max_raft_state_bytes: Option<usize>) -> ServerConfig {
