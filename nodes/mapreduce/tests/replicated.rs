@@ -205,3 +205,125 @@ fn killing_the_coordinator_leader_mid_job_loses_nothing() {
         expected
     );
 }
+
+/// The lab's crash test against the replicated coordinator, with its leader
+/// SIGKILLed mid-job: workers crash (exit 1) or stall at random and are
+/// restarted while any replica lives; the output still equals `nocrash`.
+#[test]
+fn crashing_workers_and_a_killed_leader_still_give_the_right_output() {
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    println!("SEED={seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let files = input::generate(dir.path(), seed, 8, 1_000).unwrap();
+    let certs = dir.path().join("certs");
+    let names: Vec<String> = (1..=3).map(|i| format!("c{i}")).collect();
+    mapreduce::net::write_certs(&certs, &names).unwrap();
+    let replicas: Vec<CoordinatorAddress> = names
+        .iter()
+        .map(|name| CoordinatorAddress {
+            name: name.clone(),
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        })
+        .collect();
+    let list = replicas
+        .iter()
+        .map(|r| format!("{}={}", r.name, r.addr))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs = Processes(
+        (1..=3)
+            .map(|id| {
+                Command::new(BIN)
+                    .arg("replica")
+                    .arg(format!("--id={id}"))
+                    .arg(format!("--replicas={list}"))
+                    .arg("--data-dir")
+                    .arg(dir.path().join(format!("raft-{id}")))
+                    .arg("--certs")
+                    .arg(&certs)
+                    .arg("--dir")
+                    .arg(dir.path())
+                    .args(["--app=crash", "--task-timeout-ms=1000", "--linger-ms=1500"])
+                    .args(&files)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let flags = [
+        format!("--seed={seed}"),
+        "--crash-stall-max-ms=1000".to_string(),
+        "--poll-ms=50".to_string(),
+    ];
+    let started = Instant::now();
+    let mut workers: Vec<Child> = Vec::new();
+    let mut crashes = 0;
+    let mut killed: Option<usize> = None;
+    let mut last_probe = Instant::now();
+    // While any replica is alive (the lab: while the coordinator's socket exists).
+    while procs.0.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
+        assert!(started.elapsed() < JOB_DEADLINE, "crash job still running");
+        let mut alive = Vec::new();
+        for mut child in workers.drain(..) {
+            match child.try_wait().unwrap() {
+                Some(status) if !status.success() => crashes += 1,
+                Some(_) => {}
+                None => alive.push(child),
+            }
+        }
+        workers = alive;
+        while workers.len() < 3 {
+            workers.push(
+                Command::new(BIN)
+                    .arg("worker")
+                    .arg("--app=crash")
+                    .arg("--dir")
+                    .arg(dir.path())
+                    .arg("--certs")
+                    .arg(&certs)
+                    .arg(format!("--coordinator={list}"))
+                    .args(&flags)
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        if killed.is_none() && last_probe.elapsed() > Duration::from_millis(200) {
+            last_probe = Instant::now();
+            if let Some((i, progress)) = leader(&certs, &replicas, None) {
+                if progress.maps_done + progress.reduces_done >= 2 && !progress.done() {
+                    procs.0[i].kill().unwrap();
+                    procs.0[i].wait().unwrap();
+                    println!("killed leader {}: {progress:?}", replicas[i].name);
+                    killed = Some(i);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    procs.0.extend(workers);
+    println!("worker crashes: {crashes}");
+    assert!(killed.is_some(), "the leader was never killed mid-job");
+    assert!(crashes > 0, "the crash app crashed workers");
+    let application = app::by_name("nocrash", &AppOptions::default()).unwrap();
+    let out = dir.path().join("mr-correct.txt");
+    run_sequential(
+        application.as_ref(),
+        &app::local_context(dir.path()),
+        &files,
+        &out,
+    )
+    .unwrap();
+    let mut expected: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    expected.sort();
+    assert_eq!(
+        sorted_output_lines(dir.path(), "mr-out-").unwrap(),
+        expected
+    );
+}
