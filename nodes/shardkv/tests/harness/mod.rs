@@ -335,7 +335,18 @@ impl World {
         };
         let raw = match RawNode::new(config, restored) {
             Ok(raw) => raw,
-            Err(error) => panic!("node {id} failed to start: {error}"),
+            Err(error) => {
+                let terms: Vec<(Index, u64)> = persisted
+                    .entries
+                    .iter()
+                    .map(|e| (e.index, e.term))
+                    .collect();
+                let snapshot = persisted
+                    .snapshot
+                    .as_ref()
+                    .map(|s| (s.meta.index, s.meta.term));
+                panic!("node {id} failed to start: {error}; log (index, term) {terms:?}, snapshot {snapshot:?}")
+            }
         };
         let mut server = ShardKvServer::new(id, gid, server_config);
         if let Some(snapshot) = &persisted.snapshot {
@@ -515,9 +526,14 @@ impl World {
             }
             let mut ready = live.raw.ready();
             if let Some(snapshot) = &ready.snapshot {
+                // Keep only what the core still holds after installing it:
+                // entries past the snapshot may be stale (older terms), and
+                // keeping them made a restart inconsistent (SEED=2104).
+                let last_index = live.raw.status().last_index;
+                let snapshot_index = snapshot.meta.index;
                 slot.persisted
                     .entries
-                    .retain(|e| e.index > snapshot.meta.index);
+                    .retain(|e| e.index > snapshot_index && e.index <= last_index);
                 slot.persisted.snapshot = Some(snapshot.clone());
             }
             if let Some(first) = ready.entries.first() {
