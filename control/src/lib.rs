@@ -20,6 +20,7 @@ pub mod nemesis;
 pub mod net;
 pub mod netns;
 pub mod ourkv;
+pub mod report;
 pub mod results;
 pub mod runner;
 pub mod ssh;
