@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := iproute2 iptables openssh-server openssh-client procps psmisc
+APT_PACKAGES := iproute2 iptables openssh-server openssh-client procps psmisc etcd-server etcd-client protobuf-compiler
 CARGO ?= cargo
 # Overridable knobs for the linearizability test.
 TIME ?=
@@ -43,12 +43,12 @@ LIN_WORKLOADS := $(if $(WORKLOAD),$(WORKLOAD),kv register)
 LIN_NEMESIS := $(if $(NEMESIS),$(NEMESIS),$(if $(MUTATION),partition,all))
 LIN_TIME := $(if $(TIME),$(TIME),60)
 
-test-linearizability: deps build ## a real local cluster under faults, checked (TIME= NODES= WORKLOAD= NEMESIS= MUTATION= DB=)
+test-linearizability: deps build ## a real local cluster under faults, checked (TIME= NODES= WORKLOAD= NEMESIS= MUTATION= DB= READS=)
 	@status=0; for w in $(LIN_WORKLOADS); do \
 		echo "== control test --workload $$w --nemesis $(LIN_NEMESIS) --time $(LIN_TIME) $(if $(MUTATION),--mutation $(MUTATION))"; \
 		./target/release/control test --workload $$w --nemesis $(LIN_NEMESIS) --time $(LIN_TIME) \
 			$(if $(NODES),--nodes $(NODES)) $(if $(MUTATION),--mutation $(MUTATION)) \
-			$(if $(DB),--db $(DB)) || status=$$?; \
+			$(if $(DB),--db $(DB)) $(if $(READS),--reads $(READS)) || status=$$?; \
 	done; \
 	if [ $$status -eq 0 ]; then echo "test-linearizability: every check passed"; \
 	else echo "test-linearizability: FAILED (exit $$status); see the report paths above"; fi; \

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod daemon;
 pub mod db;
+pub mod etcd;
 pub mod history;
 pub mod nemesis;
 pub mod net;

@@ -62,6 +62,10 @@ struct TestArgs {
     /// used to test the harness itself).
     #[arg(long, default_value = "ours")]
     db: String,
+    /// With --db etcd: linearizable (default) or serializable (member-local, may be stale;
+    /// the check should fail).
+    #[arg(long)]
+    reads: Option<String>,
     /// Seed of every random choice (faults, operations); random when absent, always printed.
     #[arg(long)]
     seed: Option<u64>,
@@ -186,6 +190,7 @@ fn test(args: TestArgs) -> anyhow::Result<u8> {
     options.nemesis = nemesis;
     options.mutation = args.mutation;
     options.db = args.db;
+    options.reads = args.reads;
     options.seed = seed;
     options.concurrency = args.concurrency;
     options.results_root = args.results;

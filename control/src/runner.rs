@@ -77,6 +77,8 @@ pub struct TestOptions {
     pub standin_binary: Option<PathBuf>,
     /// Our node daemon's binary (default: `node` beside this executable).
     pub node_binary: Option<PathBuf>,
+    /// How `--db etcd` serves reads: `linearizable` (default) or `serializable`.
+    pub reads: Option<String>,
 }
 
 impl TestOptions {
@@ -102,6 +104,7 @@ impl TestOptions {
             progress: true,
             standin_binary: None,
             node_binary: None,
+            reads: None,
         }
     }
 }
@@ -215,8 +218,48 @@ pub fn choose(options: &TestOptions) -> Result<DbAndWorkload, RunError> {
             };
             Ok((Box::new(db::standin_db(binary)), workload))
         }
+        "etcd" => {
+            if let Some(mutation) = &options.mutation {
+                return Err(RunError::BadOption(format!(
+                    "mutation `{mutation}` is for our KV; with etcd use --reads serializable"
+                )));
+            }
+            let binary = PathBuf::from(crate::etcd::DEFAULT_BINARY);
+            if !binary.exists() {
+                return Err(RunError::BadOption(format!(
+                    "{} is missing; install the Debian packages etcd-server and etcd-client (make deps)",
+                    binary.display()
+                )));
+            }
+            let reads = options
+                .reads
+                .as_deref()
+                .unwrap_or("")
+                .parse::<crate::etcd::ReadMode>()
+                .map_err(RunError::BadOption)?;
+            let kind = match options.workload.as_str() {
+                "kv" => ourkv::WorkloadKind::Kv,
+                "register" => ourkv::WorkloadKind::Register,
+                other => {
+                    return Err(RunError::BadOption(format!(
+                        "workload `{other}` is not available with --db etcd (available: kv, register)"
+                    )))
+                }
+            };
+            // A token unique to this run keeps members of any other cluster out.
+            let token = format!("rj-{}-{}", std::process::id(), options.seed);
+            let workload = crate::etcd::EtcdWorkload {
+                kind,
+                reads,
+                keys: 2,
+            };
+            Ok((
+                Box::new(crate::etcd::EtcdDb::new(binary, &token)),
+                Box::new(workload),
+            ))
+        }
         other => Err(RunError::BadOption(format!(
-            "db `{other}` is not available (available: ours, standin)"
+            "db `{other}` is not available (available: ours, standin, etcd)"
         ))),
     }
 }
