@@ -297,11 +297,17 @@ impl Frame {
                 p.start as f64 / 1e9,
                 p.end as f64 / 1e9
             );
-            // Alternate label rows so neighbouring short faults do not overprint.
+            // Alternate label rows so neighbouring short faults do not overprint; a label that
+            // would run off the right edge ends at the edge instead.
+            let right_edge = self.width - self.right - 3.0;
+            let (x, anchor) = if x0 + 3.0 + 6.2 * p.label.chars().count() as f64 > right_edge {
+                (right_edge, "end")
+            } else {
+                (x0 + 3.0, "start")
+            };
             let _ = write!(
                 svg,
-                r#"<text x="{:.1}" y="{:.1}" class="flabel" fill="{colour}">{}</text>"#,
-                x0 + 3.0,
+                r#"<text x="{x:.1}" y="{:.1}" class="flabel" fill="{colour}" text-anchor="{anchor}">{}</text>"#,
                 self.top + 12.0 + 12.0 * (i % 2) as f64,
                 escape(&p.label)
             );
@@ -498,7 +504,8 @@ fn latency_svg(ops: &[CompletedOp], periods: &[FaultPeriod], heals: &[u64], t_ma
     };
     let (d_lo, d_hi) = (
         lo.log10().floor(),
-        hi.log10().ceil().max(lo.log10().floor() + 1.0),
+        // Headroom above the slowest point so it does not sit under the fault labels.
+        (hi * 3.0).log10().ceil().max(lo.log10().floor() + 1.0),
     );
     let y = |v: f64| {
         frame.plot_bottom()
@@ -537,7 +544,7 @@ fn latency_svg(ops: &[CompletedOp], periods: &[FaultPeriod], heals: &[u64], t_ma
         for op in ops.iter().filter(|o| (o.outcome == EventType::Ok) == pass) {
             if pass {
                 ok_seen += 1;
-                if ok_seen % thin != 0 {
+                if !ok_seen.is_multiple_of(thin) {
                     continue;
                 }
             }
