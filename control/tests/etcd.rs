@@ -114,3 +114,53 @@ fn etcd_serializable_reads_under_partitions_are_caught() {
     let outcome = control::runner::run_test(&options, &not_interrupted).unwrap();
     assert_eq!(outcome.validity, Validity::Invalid, "{outcome:?}");
 }
+
+#[test]
+fn etcd_leader_is_found_and_a_killed_member_restarts_with_its_data() {
+    use control::cluster::local::{LocalCluster, LocalOptions};
+    use control::cluster::Cluster as _;
+    use control::db::Db as _;
+    if !ready() {
+        return;
+    }
+    let mut cluster = LocalCluster::provision(&LocalOptions {
+        nodes: 3,
+        ..LocalOptions::default()
+    })
+    .unwrap();
+    let db = control::etcd::EtcdDb::new(control::etcd::DEFAULT_BINARY.into(), "rj-leader-test");
+    let nodes = cluster.nodes().to_vec();
+    std::thread::scope(|scope| {
+        for node in &nodes {
+            let (db, cluster) = (&db, &cluster);
+            scope.spawn(move || {
+                db.setup(cluster, node).unwrap();
+                db.start(cluster, node).unwrap();
+            });
+        }
+    });
+    // An election takes about one election timeout (1 s) after the members meet.
+    let find_leader = |cluster: &LocalCluster| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(leader) = db.leader(cluster) {
+                return leader;
+            }
+            assert!(std::time::Instant::now() < deadline, "no leader found");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let leader = find_leader(&cluster);
+    assert!(nodes.iter().any(|n| n.name == leader), "leader {leader}");
+    // Kill the leader: the others elect a new one; the killed member restarts from its data
+    // directory (the --initial-cluster flags are ignored then) and rejoins.
+    let node = nodes.iter().find(|n| n.name == leader).unwrap();
+    db.kill(&cluster, node).unwrap();
+    let next = find_leader(&cluster);
+    assert_ne!(next, leader, "a killed member is still reported as leader");
+    db.start(&cluster, node).unwrap();
+    for node in &nodes {
+        db.teardown(&cluster, node).unwrap();
+    }
+    cluster.teardown().unwrap();
+}
