@@ -499,6 +499,7 @@ fn short_test(
     root: &Path,
 ) -> control::runner::TestOptions {
     let mut options = control::runner::TestOptions::new(name);
+    options.db = "standin".into();
     options.nodes = nodes;
     options.time = Duration::from_secs(5);
     options.faulty = Duration::from_secs(2);
@@ -612,6 +613,8 @@ fn spawn_control(
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_control"))
         .args([
             "test",
+            "--db",
+            "standin",
             "--nodes",
             "2",
             "--time",
