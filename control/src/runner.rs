@@ -242,9 +242,11 @@ pub fn choose(options: &TestOptions) -> Result<DbAndWorkload, RunError> {
             let kind = match options.workload.as_str() {
                 "kv" => ourkv::WorkloadKind::Kv,
                 "register" => ourkv::WorkloadKind::Register,
-                other => return Err(RunError::BadOption(format!(
+                other => {
+                    return Err(RunError::BadOption(format!(
                     "workload `{other}` is not available with --db etcd (available: kv, register)"
-                ))),
+                )))
+                }
             };
             // A token unique to this run keeps members of any other cluster out.
             let token = format!("rj-{}-{}", std::process::id(), options.seed);
