@@ -82,9 +82,15 @@ fn bad_input_is_a_clear_error_before_anything_is_provisioned() {
     let out = control(&["test", "--cluster", "ssh"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--hosts"));
-    let out = control(&["test", "--db", "etcd", "--nodes", "1"]);
+    let out = control(&["test", "--db", "mongodb", "--nodes", "1"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("etcd"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mongodb"));
+    let out = control(&["test", "--workload", "bank", "--nodes", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bank"));
+    let out = control(&["test", "--mutation", "lost-writes", "--nodes", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lost-writes"));
     let out = control(&["teardown", "--tag", "Bad/Tag"]);
     assert_ne!(out.status.code(), Some(0));
 }
