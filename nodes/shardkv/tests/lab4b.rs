@@ -13,6 +13,7 @@ use std::time::Duration;
 use checker::Verdict;
 use harness::{NetConfig, World, MS, SECOND};
 use kv::Op;
+use shardctrler::CtrlOp;
 use shardkv::ServerConfig;
 use sim::SimError;
 
@@ -62,7 +63,7 @@ fn ok(w: &mut World, client: usize, op: Op) -> Result<String, String> {
     w.op(client, op, OP_TIMEOUT_US).ok_or_else(|| {
         format!(
             "{described} did not complete within 30 s (at {} ms)",
-            w.now_us / MS
+            w.now_us() / MS
         )
     })
 }
@@ -93,9 +94,9 @@ fn linearizable(w: &World) -> Result<(), String> {
         Verdict::Linearizable => {
             println!(
                 "  ... Passed: {} ms virtual, {} ops, config {}",
-                w.now_us / MS,
+                w.now_us() / MS,
                 w.history.operations(),
-                w.ctrler.latest().num
+                w.latest_config().num
             );
             Ok(())
         }
@@ -110,7 +111,7 @@ fn linearizable(w: &World) -> Result<(), String> {
 /// state is at most twice it once the run is quiet.
 fn check_logs(w: &World, max_raft: Option<usize>) -> Result<(), String> {
     let Some(max) = max_raft else { return Ok(()) };
-    for node in &w.nodes {
+    for node in w.group_slots() {
         let bytes = node.persisted.raft_state_bytes();
         if bytes > 2 * max {
             let entries: Vec<_> = node
@@ -143,7 +144,7 @@ fn put_all(
 ) -> Result<BTreeMap<String, String>, String> {
     let mut values = BTreeMap::new();
     for key in keys {
-        let value: String = format!("{}-{}", key, w.now_us)
+        let value: String = format!("{}-{}", key, w.now_us())
             .chars()
             .cycle()
             .take(bytes.max(1))
@@ -177,8 +178,8 @@ fn static_shards() {
         let mut w = World::new(seed, 3, 3, config(None));
         let (g0, g1) = (World::gid(0), World::gid(1));
         let ck = w.add_client();
-        w.join(&[g0]);
-        w.join(&[g1]);
+        w.join(&[g0])?;
+        w.join(&[g1])?;
         let values = put_all(&mut w, ck, &keys(10), 20)?;
         check_all(&mut w, ck, &values)?;
         w.shutdown_group(g1);
@@ -194,7 +195,7 @@ fn static_shards() {
             ));
         }
         w.start_group(g1);
-        if !w.run_until(w.now_us + 10 * SECOND, |w| w.all_idle()) {
+        if !w.run_until(w.now_us() + 10 * SECOND, |w| w.all_idle()) {
             return Err("gets did not finish after the group restarted".into());
         }
         for (i, key) in values.keys().enumerate() {
@@ -217,16 +218,16 @@ fn join_leave() {
         let mut w = World::new(seed, 3, 3, config(None));
         let (g0, g1) = (World::gid(0), World::gid(1));
         let ck = w.add_client();
-        w.join(&[g0]);
+        w.join(&[g0])?;
         let mut values = put_all(&mut w, ck, &keys(10), 5)?;
         append_all(&mut w, ck, &mut values, 0)?;
         check_all(&mut w, ck, &values)?;
-        w.join(&[g1]);
+        w.join(&[g1])?;
         for round in 1..4 {
             check_all(&mut w, ck, &values)?;
             append_all(&mut w, ck, &mut values, round)?;
         }
-        w.leave(&[g0]);
+        w.leave(&[g0])?;
         for round in 4..7 {
             check_all(&mut w, ck, &values)?;
             append_all(&mut w, ck, &mut values, round)?;
@@ -246,14 +247,14 @@ fn snapshot() {
         let mut w = World::new(seed, 3, 3, config(Some(1000)));
         let g: Vec<_> = (0..3).map(World::gid).collect();
         let ck = w.add_client();
-        w.join(&[g[0]]);
+        w.join(&[g[0]])?;
         let mut values = put_all(&mut w, ck, &keys(30), 20)?;
-        w.join(&[g[1]]);
-        w.join(&[g[2]]);
-        w.leave(&[g[0]]);
+        w.join(&[g[1]])?;
+        w.join(&[g[2]])?;
+        w.leave(&[g[0]])?;
         append_all(&mut w, ck, &mut values, 0)?;
-        w.leave(&[g[1]]);
-        w.join(&[g[0]]);
+        w.leave(&[g[1]])?;
+        w.join(&[g[0]])?;
         append_all(&mut w, ck, &mut values, 1)?;
         check_all(&mut w, ck, &values)?;
         w.run_for(SECOND);
@@ -267,8 +268,7 @@ fn snapshot() {
         w.run_for(2 * SECOND);
         check_logs(&w, Some(1000))?;
         let snapshots = w
-            .nodes
-            .iter()
+            .group_slots()
             .filter(|n| n.persisted.snapshot.is_some())
             .count();
         if snapshots == 0 {
@@ -286,25 +286,25 @@ fn miss_change() {
         let mut w = World::new(seed, 3, 3, config(Some(1000)));
         let g: Vec<_> = (0..3).map(World::gid).collect();
         let ck = w.add_client();
-        w.join(&[g[0]]);
+        w.join(&[g[0]])?;
         let mut values = put_all(&mut w, ck, &keys(10), 20)?;
-        w.join(&[g[1]]);
+        w.join(&[g[1]])?;
         append_all(&mut w, ck, &mut values, 0)?;
         let first: Vec<_> = g.iter().map(|gid| w.groups[gid][0]).collect();
         let second: Vec<_> = g.iter().map(|gid| w.groups[gid][1]).collect();
         first.iter().for_each(|id| w.crash(*id));
-        w.join(&[g[2]]);
-        w.leave(&[g[1]]);
-        w.leave(&[g[0]]);
+        w.join(&[g[2]])?;
+        w.leave(&[g[1]])?;
+        w.leave(&[g[0]])?;
         append_all(&mut w, ck, &mut values, 1)?;
-        w.join(&[g[1]]);
+        w.join(&[g[1]])?;
         append_all(&mut w, ck, &mut values, 2)?;
         first.iter().for_each(|id| w.restart(*id));
         append_all(&mut w, ck, &mut values, 3)?;
         w.run_for(2 * SECOND);
         second.iter().for_each(|id| w.crash(*id));
-        w.join(&[g[0]]);
-        w.leave(&[g[2]]);
+        w.join(&[g[0]])?;
+        w.leave(&[g[2]])?;
         append_all(&mut w, ck, &mut values, 4)?;
         second.iter().for_each(|id| w.restart(*id));
         append_all(&mut w, ck, &mut values, 5)?;
@@ -328,6 +328,10 @@ enum Script {
     /// TestChallenge1Concurrent: 12 s of join 102, 101 / shut down and
     /// restart all / leave 101, 102 cycles, random pauses under 900 ms.
     JoinRestartLeaveCycles,
+    /// Not in the lab: a Join, a Move and a Leave, each with the controller
+    /// leader that took the request crashed (even seeds) or cut off from
+    /// every other node (odd seeds) before answering it.
+    CtrlLeaderFails,
 }
 
 /// Clients append to 10 keys (20% gets) while `script` runs; then every
@@ -341,11 +345,11 @@ fn concurrent(
 ) -> Result<(), String> {
     let mut w = World::new(seed, 3, 3, config(max_raft));
     if unreliable {
-        w.net = NetConfig::unreliable();
+        w.set_net(NetConfig::unreliable());
     }
     let g: Vec<_> = (0..3).map(World::gid).collect();
     let ck = w.add_client();
-    w.join(&[g[0]]);
+    w.join(&[g[0]])?;
     let key_list = keys(10);
     put_all(&mut w, ck, &key_list, 1)?;
     // Reliable runs: as the lab, client i works on key i (per-key histories
@@ -370,53 +374,53 @@ fn concurrent(
     let pause = |w: &mut World, ms: u64| w.run_for(ms * MS);
     match script {
         Script::JoinsLeavesShutdowns => {
-            w.join(&[g[1]]);
+            w.join(&[g[1]])?;
             pause(&mut w, 500);
-            w.join(&[g[2]]);
+            w.join(&[g[2]])?;
             pause(&mut w, 500);
-            w.leave(&[g[0]]);
+            w.leave(&[g[0]])?;
             for gid in &g {
                 w.shutdown_group(*gid);
                 pause(&mut w, 100);
             }
-            w.leave(&[g[2]]);
+            w.leave(&[g[2]])?;
             pause(&mut w, 100);
             for gid in &g {
                 w.start_group(*gid);
             }
             pause(&mut w, 100);
-            w.join(&[g[0]]);
-            w.leave(&[g[1]]);
+            w.join(&[g[0]])?;
+            w.leave(&[g[1]])?;
             pause(&mut w, 500);
-            w.join(&[g[1]]);
+            w.join(&[g[1]])?;
             pause(&mut w, 1000);
         }
         Script::RestartingSources => {
-            w.join(&[g[1]]);
-            w.join(&[g[2]]);
+            w.join(&[g[1]])?;
+            w.join(&[g[2]])?;
             pause(&mut w, 3000);
-            w.leave(&[g[0]]);
+            w.leave(&[g[0]])?;
             w.shutdown_group(g[1]);
             pause(&mut w, 3000);
             w.start_group(g[1]);
-            w.leave(&[g[2]]);
-            w.join(&[g[0]]);
+            w.leave(&[g[2]])?;
+            w.join(&[g[0]])?;
             w.shutdown_group(g[0]);
             pause(&mut w, 3000);
             w.start_group(g[0]);
             pause(&mut w, 2000);
         }
         Script::RandomWithRestarts => {
-            let start = w.now_us;
+            let start = w.now_us();
             let mut joined = [true, false, false];
-            while w.now_us < start + 12 * SECOND {
+            while w.now_us() < start + 12 * SECOND {
                 let i = w.random_below(3) as usize;
                 let members = joined.iter().filter(|j| **j).count();
                 if joined[i] && members > 1 {
-                    w.leave(&[g[i]]);
+                    w.leave(&[g[i]])?;
                     joined[i] = false;
                 } else if !joined[i] {
-                    w.join(&[g[i]]);
+                    w.join(&[g[i]])?;
                     joined[i] = true;
                 }
                 let wait = 300 + w.random_below(700);
@@ -429,25 +433,45 @@ fn concurrent(
             }
         }
         Script::JoinRestartLeaveCycles => {
-            let start = w.now_us;
-            while w.now_us < start + 12 * SECOND {
-                w.join(&[g[2]]);
-                w.join(&[g[1]]);
+            let start = w.now_us();
+            while w.now_us() < start + 12 * SECOND {
+                w.join(&[g[2]])?;
+                w.join(&[g[1]])?;
                 let wait = w.random_below(900);
                 pause(&mut w, wait);
                 g.iter().for_each(|gid| w.shutdown_group(*gid));
                 g.iter().for_each(|gid| w.start_group(*gid));
                 let wait = w.random_below(900);
                 pause(&mut w, wait);
-                w.leave(&[g[1]]);
-                w.leave(&[g[2]]);
+                w.leave(&[g[1]])?;
+                w.leave(&[g[2]])?;
                 let wait = w.random_below(900);
                 pause(&mut w, wait);
             }
         }
+        Script::CtrlLeaderFails => {
+            let crash = seed.is_multiple_of(2);
+            let moved = w.latest_config().shards_of(g[0])[0];
+            let changes = [
+                w.join_op(&[g[1]]),
+                CtrlOp::Move {
+                    shard: moved,
+                    gid: g[1],
+                },
+                CtrlOp::Leave { gids: vec![g[0]] },
+                w.join_op(&[g[2]]),
+            ];
+            for change in changes {
+                ctrl_change_with_leader_failure(&mut w, change, crash)?;
+                pause(&mut w, 500);
+            }
+            if w.latest_config().owner(moved) == g[0] {
+                return Err(format!("shard {moved} still on {} after it left", g[0]));
+            }
+        }
     }
     w.stop_appending();
-    if !w.run_until(w.now_us + 60 * SECOND, |w| w.all_idle()) {
+    if !w.run_until(w.now_us() + 60 * SECOND, |w| w.all_idle()) {
         return Err(format!(
             "clients still busy 60 s after the script ({script:?})"
         ));
@@ -474,9 +498,9 @@ fn concurrent(
         }
     }
     // Quiet: every group catches up with the controller, then the logs are checked.
-    let latest = w.ctrler.latest().num;
+    let latest = w.latest_config().num;
     let gids = g.clone();
-    if !w.run_until(w.now_us + 60 * SECOND, |w| {
+    if !w.run_until(w.now_us() + 60 * SECOND, |w| {
         gids.iter().all(|gid| w.group_settled_at(*gid, latest))
     }) {
         return Err(format!(
@@ -498,6 +522,54 @@ fn concurrent(
         ));
     }
     linearizable(&w)
+}
+
+/// Starts `change` at the controller; as soon as a controller server has
+/// proposed it, crashes that server (or isolates it from every other
+/// node); the clerk must get it applied through the new leader exactly
+/// once: one new configuration, not two. The failed server comes back
+/// after a second.
+fn ctrl_change_with_leader_failure(
+    w: &mut World,
+    change: CtrlOp,
+    crash: bool,
+) -> Result<(), String> {
+    let before = w.latest_config().num;
+    if w.ctrl_changes != before {
+        return Err(format!(
+            "{} changes made {before} configurations",
+            w.ctrl_changes
+        ));
+    }
+    w.start_ctrl(change);
+    let deadline = w.now_us() + 10 * SECOND;
+    if !w.run_until(deadline, |w| w.ctrl_holder().is_some()) {
+        return Err(format!(
+            "no controller server proposed the change within 10 s\n{}",
+            w.describe()
+        ));
+    }
+    let victim = w.ctrl_holder().unwrap_or_default();
+    if crash {
+        w.crash(victim);
+    } else {
+        w.isolate(victim);
+    }
+    w.finish_ctrl()?;
+    let after = w.latest_config().num;
+    if after != before + 1 {
+        return Err(format!(
+            "one change (leader n{victim} failed) made configurations {before} -> {after}\n{}",
+            w.describe()
+        ));
+    }
+    w.run_for(SECOND);
+    if crash {
+        w.restart(victim);
+    } else {
+        w.heal();
+    }
+    Ok(())
 }
 
 #[test]
@@ -553,31 +625,31 @@ fn challenge1_delete() {
         let mut w = World::new(seed, 3, 3, config(Some(1)));
         let g: Vec<_> = (0..3).map(World::gid).collect();
         let ck = w.add_client();
-        w.join(&[g[0]]);
+        w.join(&[g[0]])?;
         let n = 30;
         let values = put_all(&mut w, ck, &keys(n), 1000)?;
         for _ in 0..2 {
-            w.join(&[g[1]]);
-            w.leave(&[g[0]]);
-            w.join(&[g[2]]);
+            w.join(&[g[1]])?;
+            w.leave(&[g[0]])?;
+            w.join(&[g[2]])?;
             w.run_for(3 * SECOND);
             check_all(&mut w, ck, &values)?;
-            w.leave(&[g[1]]);
-            w.join(&[g[0]]);
-            w.leave(&[g[2]]);
+            w.leave(&[g[1]])?;
+            w.join(&[g[0]])?;
+            w.leave(&[g[2]])?;
             w.run_for(3 * SECOND);
             check_all(&mut w, ck, &values)?;
         }
-        w.join(&[g[1]]);
-        w.join(&[g[2]]);
+        w.join(&[g[1]])?;
+        w.join(&[g[2]])?;
         for _ in 0..3 {
             w.run_for(SECOND);
             check_all(&mut w, ck, &values)?;
         }
         w.run_for(SECOND);
         // Garbage collection: every server holds exactly its own shards.
-        let latest = w.ctrler.latest().clone();
-        for id in 1..=w.nodes.len() as u64 {
+        let latest = w.latest_config().clone();
+        for id in w.group_node_ids() {
             if let Some(server) = w.server(id) {
                 let gid = server.state().gid();
                 if server.state().held_shards() != latest.shards_of(gid) {
@@ -607,21 +679,21 @@ fn challenge1_delete() {
 fn challenge2_unaffected() {
     run("challenge2_unaffected", 3, |seed| {
         let mut w = World::new(seed, 3, 3, config(Some(100)));
-        w.net = NetConfig::unreliable();
+        w.set_net(NetConfig::unreliable());
         let (g0, g1) = (World::gid(0), World::gid(1));
         let ck = w.add_client();
-        w.join(&[g0]);
+        w.join(&[g0])?;
         let values = put_all(&mut w, ck, &keys(10), 5)?;
-        w.join(&[g1]);
-        let num = w.ctrler.latest().num;
-        if !w.run_until(w.now_us + 10 * SECOND, |w| {
+        w.join(&[g1])?;
+        let num = w.latest_config().num;
+        if !w.run_until(w.now_us() + 10 * SECOND, |w| {
             w.group_settled_at(g0, num) && w.group_settled_at(g1, num)
         }) {
             return Err(format!("join of 101 not settled in 10 s\n{}", w.describe()));
         }
-        let owned = w.ctrler.latest().shards_of(g1);
+        let owned = w.latest_config().shards_of(g1);
         w.shutdown_group(g0);
-        w.leave(&[g0]);
+        w.leave(&[g0])?;
         w.run_for(SECOND);
         let mut served = 0;
         for (key, value) in &values {
@@ -656,15 +728,15 @@ fn challenge2_unaffected() {
 fn challenge2_partial() {
     run("challenge2_partial", 3, |seed| {
         let mut w = World::new(seed, 3, 3, config(Some(100)));
-        w.net = NetConfig::unreliable();
+        w.set_net(NetConfig::unreliable());
         let g: Vec<_> = (0..3).map(World::gid).collect();
         let ck = w.add_client();
-        w.join(&g);
+        w.join(&g)?;
         let values = put_all(&mut w, ck, &keys(10), 5)?;
-        let owned = w.ctrler.latest().shards_of(g[2]);
-        let dead = w.ctrler.latest().shards_of(g[0]);
+        let owned = w.latest_config().shards_of(g[2]);
+        let dead = w.latest_config().shards_of(g[0]);
         w.shutdown_group(g[0]);
-        w.leave(&[g[0], g[2]]);
+        w.leave(&[g[0], g[2]])?;
         w.run_for(SECOND);
         let mut served = 0;
         for (key, value) in &values {
@@ -708,7 +780,7 @@ fn mutation_serving_handed_over_shards_is_caught() {
             }
             let g: Vec<_> = (0..3).map(World::gid).collect();
             let ck = w.add_client();
-            w.join(&[g[0]]);
+            w.join(&[g[0]])?;
             let key_list = keys(10);
             put_all(&mut w, ck, &key_list, 1)?;
             let clients: Vec<usize> = (0..5).map(|_| w.add_client()).collect();
@@ -716,14 +788,14 @@ fn mutation_serving_handed_over_shards_is_caught() {
                 w.start_appending(c, key_list.clone());
             }
             w.run_for(300 * MS);
-            w.join(&[g[1]]);
+            w.join(&[g[1]])?;
             w.run_for(700 * MS);
-            w.join(&[g[2]]);
+            w.join(&[g[2]])?;
             w.run_for(700 * MS);
-            w.leave(&[g[0]]);
+            w.leave(&[g[0]])?;
             w.run_for(700 * MS);
             w.stop_appending();
-            w.run_until(w.now_us + 30 * SECOND, |w| w.all_idle());
+            w.run_until(w.now_us() + 30 * SECOND, |w| w.all_idle());
             for key in &key_list {
                 ok(&mut w, ck, get(key))?;
             }
@@ -743,6 +815,17 @@ fn mutation_serving_handed_over_shards_is_caught() {
         caught > 0,
         "the checker never caught the mutation over seeds {seeds:?}"
     );
+}
+
+/// The controller group loses its leader in the middle of each of four
+/// configuration changes while clients append; the changes take effect
+/// once each, the groups converge on the last configuration, no append is
+/// lost or doubled, and the history is linearizable.
+#[test]
+fn ctrl_leader_fails_during_change() {
+    run("ctrl_leader_fails_during_change", 4, |seed| {
+        concurrent(seed, true, Some(1000), Script::CtrlLeaderFails)
+    });
 }
 
 #[test]

@@ -4,21 +4,26 @@
 use std::collections::BTreeMap;
 
 use kv::Op;
-use rand::Rng;
+use shardctrler::{CtrlOp, CtrlResult};
 use shardkv::{ClerkAction, ShardClerk, ShardKvResponse};
 
-use super::{node_of, ClientSlot, Event, Micros, World, ATTEMPT_TIMEOUT_US, MS, THINK_US};
+use super::ctrl::{CtrlAction, CtrlClerk};
+use super::servers::{node_of, Msg};
+use super::{ClientSlot, Micros, Timer, World, ATTEMPT_TIMEOUT_US, MS, THINK_US};
 
 impl World {
     // ---- clients ------------------------------------------------------
 
     pub fn add_client(&mut self) -> usize {
         let index = self.clients.len();
-        let client_id = self.rng.gen();
+        let client_id = self.host.rng().next_u64();
         let process = self.next_process;
         self.next_process += 1;
         self.clients.push(ClientSlot {
             clerk: ShardClerk::new(client_id),
+            ctrl: CtrlClerk::new(client_id, self.ctrl_servers.clone()),
+            wants_config: false,
+            ctrl_result: None,
             process,
             current: None,
             auto_keys: None,
@@ -38,7 +43,7 @@ impl World {
         let slot = &mut self.clients[client];
         assert!(slot.current.is_none(), "client {client} is busy");
         slot.last_result = None;
-        self.history.invoke(slot.process, &op, self.now_us);
+        self.history.invoke(slot.process, &op, self.host.now_us());
         slot.current = Some(op.clone());
         let action = match slot.clerk.begin(op) {
             Ok(action) => action,
@@ -50,7 +55,7 @@ impl World {
     /// Runs `op` and waits up to `timeout_us`; a get's value or "" for writes.
     pub fn op(&mut self, client: usize, op: Op, timeout_us: Micros) -> Option<String> {
         self.start_op(client, op);
-        let deadline = self.now_us + timeout_us;
+        let deadline = self.now_us() + timeout_us;
         self.run_until(deadline, |w| w.client_idle(client));
         if self.client_idle(client) {
             self.clients[client].last_result.clone()
@@ -64,8 +69,8 @@ impl World {
         self.clients[client].auto_keys = Some(keys);
         self.clients[client].stopping = false;
         if self.client_idle(client) {
-            let now = self.now_us;
-            self.schedule(now, Event::ClientNext { client });
+            let now = self.now_us();
+            self.host.schedule(now, Timer::ClientNext { client });
         }
     }
 
@@ -75,8 +80,11 @@ impl World {
         }
     }
 
+    /// No kv operation and no controller request in flight.
     pub fn all_idle(&self) -> bool {
-        self.clients.iter().all(|c| c.current.is_none())
+        self.clients
+            .iter()
+            .all(|c| c.current.is_none() && !c.ctrl.busy())
     }
 
     /// Carries out one of the clerk's actions.
@@ -87,30 +95,27 @@ impl World {
                 server,
                 request,
             } => {
-                let at = self.now_us + ATTEMPT_TIMEOUT_US;
-                self.schedule(at, Event::ClientTimeout { client, attempt });
+                let at = self.now_us() + ATTEMPT_TIMEOUT_US;
+                self.host
+                    .schedule(at, Timer::ClientTimeout { client, attempt });
                 if let Some(to) = node_of(&server) {
-                    self.hop(Event::Request {
-                        to,
-                        client,
-                        attempt,
-                        request,
-                    });
+                    self.send(client, to, Msg::Kv { attempt, request });
                 }
             }
-            ClerkAction::QueryConfig { attempt } => {
-                let at = self.now_us + ATTEMPT_TIMEOUT_US;
-                self.schedule(at, Event::ClientTimeout { client, attempt });
-                let config = self.ctrler.latest().clone();
-                // Two hops: the query and its answer.
-                if self.net.drop_probability > 0.0 && self.rng.gen_bool(self.net.drop_probability) {
-                    return;
+            ClerkAction::QueryConfig { .. } => {
+                // The controller clerk retries until a controller server
+                // answers; an answer to an earlier refresh still in flight
+                // serves this one too.
+                self.clients[client].wants_config = true;
+                if !self.clients[client].ctrl.busy() {
+                    let action = self.clients[client].ctrl.begin(CtrlOp::Query { num: None });
+                    self.perform_ctrl(client, action);
                 }
-                self.hop(Event::ConfigToClient { client, config });
             }
             ClerkAction::Backoff { attempt } => {
-                let at = self.now_us + 10 * MS;
-                self.schedule(at, Event::ClientResend { client, attempt });
+                let at = self.now_us() + 10 * MS;
+                self.host
+                    .schedule(at, Timer::ClientResend { client, attempt });
             }
             ClerkAction::Done(Ok(result)) => {
                 let value = match result {
@@ -121,6 +126,40 @@ impl World {
             }
             ClerkAction::Done(Err(_)) => self.complete(client, None),
             ClerkAction::Ignored => {}
+        }
+    }
+
+    /// Carries out one of the controller clerk's actions.
+    pub(super) fn perform_ctrl(&mut self, client: usize, action: CtrlAction) {
+        match action {
+            CtrlAction::Send {
+                to,
+                attempt,
+                request,
+            } => {
+                let at = self.now_us() + ATTEMPT_TIMEOUT_US;
+                self.host
+                    .schedule(at, Timer::CtrlTimeout { client, attempt });
+                self.send(client, to, Msg::Ctrl { attempt, request });
+            }
+            CtrlAction::Backoff { attempt } => {
+                let at = self.now_us() + 10 * MS;
+                self.host
+                    .schedule(at, Timer::CtrlResend { client, attempt });
+            }
+            CtrlAction::Done(result) => {
+                *self.counts.entry("ctrl_done".into()).or_default() += 1;
+                let slot = &mut self.clients[client];
+                if let CtrlResult::Config(config) = &result {
+                    if std::mem::take(&mut slot.wants_config) {
+                        let action = slot.clerk.on_config(config.clone());
+                        self.perform(client, action);
+                        return;
+                    }
+                }
+                slot.ctrl_result = Some(result);
+            }
+            CtrlAction::Ignored => {}
         }
     }
 
@@ -138,7 +177,7 @@ impl World {
     }
 
     pub(super) fn complete(&mut self, client: usize, result: Option<String>) {
-        let now = self.now_us;
+        let now = self.now_us();
         let slot = &mut self.clients[client];
         let Some(op) = slot.current.take() else {
             return;
@@ -159,7 +198,8 @@ impl World {
         slot.last_result = result;
         if slot.auto_keys.is_some() && !slot.stopping {
             // The lab's clients pause 10 ms between operations.
-            self.schedule(now + THINK_US, Event::ClientNext { client });
+            self.host
+                .schedule(now + THINK_US, Timer::ClientNext { client });
         }
     }
 
@@ -170,9 +210,9 @@ impl World {
         if self.clients[client].stopping || !self.client_idle(client) {
             return;
         }
-        let key = keys[self.rng.gen_range(0..keys.len())].clone();
+        let key = keys[self.random_below(keys.len() as u64) as usize].clone();
         let value = format!("x {client} {} y", self.clients[client].ops_done);
-        let op = if self.rng.gen_range(0..10) < 2 {
+        let op = if self.random_below(10) < 2 {
             Op::Get { key }
         } else {
             Op::Append { key, value }

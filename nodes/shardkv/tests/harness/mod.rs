@@ -1,132 +1,72 @@
-//! A deterministic world for the Lab 4B tests: several replica groups (each
-//! a Raft group of `raft::RawNode`s hosting `ShardKvServer`s), the shard
-//! controller, clerks, and a lossy network, all under virtual time from one
-//! seed.
+//! A deterministic world for the Lab 4B tests, as the lab runs them: the
+//! shard controller (a Raft group of 3 controller servers) and several
+//! replica groups (Raft groups of `ShardKvServer`s), all on one virtual
+//! clock and one faulty network, with clerks as simulated clients. Every
+//! controller request — the groups' configuration polls, the clerks'
+//! configuration refreshes, the test's Join/Leave/Move — is a message to a
+//! controller server, answered once its log entry applies; a lost answer
+//! is retried (same sequence number) at another server.
 //!
-//! Why not `sim::Sim`: a `Sim` hosts one Raft group whose nodes run a
-//! `StateMachine` it applies itself; it has no way to host several groups
-//! side by side, to run server logic that sends its own messages (pulls,
-//! deletes, controller polls), or to deliver non-Raft messages between nodes.
-//! This harness drives `RawNode`s directly through the crates' public APIs,
-//! as the kv crate's Lab 3 harness does.
-//!
-//! Simplification: the controller is one in-world `ShardCtrler` (its own
-//! replication is Lab 4A's subject, tested in the shardctrler crate); its
-//! queries still cross the lossy network.
+//! The nodes run on [`host::Host`], which drives `raft::RawNode`s exactly
+//! as the node daemon does: Ready handling, persistence with crash
+//! semantics, the network.
 
 #![allow(dead_code)]
 
 mod clients;
+pub mod ctrl;
 pub mod history;
+pub mod host;
+pub mod servers;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use kv::Op;
-use raft::{
-    Config as RaftConfig, Entry, HardState, Index, Message, NodeId, RawNode, Restored, Role,
-    Snapshot, SnapshotMeta,
-};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use shardctrler::{Config, CtrlCommand, CtrlOp, Gid, ShardCtrler};
-use shardkv::{
-    ClerkAction, DeleteReply, DeleteRequest, Outbound, PullReply, PullRequest, ServerConfig,
-    ShardClerk, ShardKvRequest, ShardKvResponse, ShardKvServer,
-};
+use raft::NodeId;
+use shardctrler::{Config, CtrlOp, CtrlResult, Gid, ShardId};
+use shardkv::{ServerConfig, ShardClerk, ShardKvServer};
 
+use ctrl::{CtrlClerk, CtrlServer};
 use history::Recorder;
+use host::{Addr, Host, HostStep, NodeSlot};
+use servers::{Hosted, Msg, Spec};
 
-pub type Micros = u64;
-pub const MS: Micros = 1_000;
-pub const SECOND: Micros = 1_000_000;
-/// With 2-tick heartbeats and 10-20 tick elections: the lab's 100 ms
-/// heartbeats and ~1 s election timeout.
-pub const TICK_US: Micros = 50 * MS;
+pub use host::{Micros, NetConfig, MS, SECOND};
+pub use servers::server_name;
+
 /// Pause of an auto client between operations.
 pub const THINK_US: Micros = 10 * MS;
 /// A clerk gives up on one attempt after this long and tries the next server.
 pub const ATTEMPT_TIMEOUT_US: Micros = 300 * MS;
+/// Controller servers per world (the lab's 3 shardmaster servers).
+pub const CTRL_SERVERS: usize = 3;
+/// Controller servers snapshot when their Raft state reaches this size, so
+/// restarts and lagging replicas go through snapshot installation.
+pub const CTRL_MAX_RAFT_STATE_BYTES: usize = 8 * 1024;
+/// The test's Join/Leave/Move must finish within this virtual time.
+pub const CTRL_OP_TIMEOUT_US: Micros = 30 * SECOND;
 
-#[derive(Clone, Copy, Debug)]
-pub struct NetConfig {
-    pub delay_us_min: Micros,
-    pub delay_us_max: Micros,
-    pub drop_probability: f64,
-}
-
-impl NetConfig {
-    pub fn reliable() -> Self {
-        Self {
-            delay_us_min: 100,
-            delay_us_max: 1_000,
-            drop_probability: 0.0,
-        }
-    }
-    /// labrpc's unreliable network: 0-26 ms, 10% of messages lost.
-    pub fn unreliable() -> Self {
-        Self {
-            delay_us_min: 0,
-            delay_us_max: 26 * MS,
-            drop_probability: 0.10,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct Persisted {
-    pub hard_state: HardState,
-    pub snapshot: Option<Snapshot>,
-    pub entries: Vec<Entry>,
-}
-
-const ENTRY_OVERHEAD_BYTES: usize = 32;
-const HARD_STATE_BYTES: usize = 32;
-
-impl Persisted {
-    pub fn raft_state_bytes(&self) -> usize {
-        HARD_STATE_BYTES
-            + self
-                .entries
-                .iter()
-                .map(|e| e.data.len() + ENTRY_OVERHEAD_BYTES)
-                .sum::<usize>()
-    }
-    pub fn snapshot_bytes(&self) -> usize {
-        self.snapshot.as_ref().map_or(0, |s| s.data.len())
-    }
-    fn term_at(&self, index: Index) -> Option<u64> {
-        if let Some(s) = &self.snapshot {
-            if s.meta.index == index {
-                return Some(s.meta.term);
-            }
-        }
-        self.entries
-            .iter()
-            .find(|e| e.index == index)
-            .map(|e| e.term)
-    }
-}
-
-struct Live {
-    raw: RawNode,
-    server: ShardKvServer,
-}
-
-pub struct NodeSlot {
-    pub id: NodeId,
-    pub gid: Gid,
-    incarnation: u64,
-    pub persisted: Persisted,
-    live: Option<Live>,
-    /// Test-only mutation for this node's server.
-    pub keep_serving_handed_over_shards: bool,
+/// The harness's timers.
+#[derive(Debug)]
+pub enum Timer {
+    ClientTimeout { client: usize, attempt: u64 },
+    ClientResend { client: usize, attempt: u64 },
+    ClientNext { client: usize },
+    CtrlTimeout { client: usize, attempt: u64 },
+    CtrlResend { client: usize, attempt: u64 },
 }
 
 /// What a clerk is doing.
 pub struct ClientSlot {
     /// The crate's clerk makes the decisions; the slot records history.
     pub clerk: ShardClerk,
+    /// Its controller clerk: configuration refreshes (and, for the admin
+    /// client, the test's Join/Leave/Move).
+    pub ctrl: CtrlClerk,
+    /// The shard clerk waits for a configuration from `ctrl`.
+    pub wants_config: bool,
+    /// The last controller result of an admin request.
+    pub ctrl_result: Option<CtrlResult>,
     pub process: i64,
     pub current: Option<Op>,
     /// Auto workload: append to a random key among `keys` every op.
@@ -138,263 +78,141 @@ pub struct ClientSlot {
     pub appended: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug)]
-enum Event {
-    Tick {
-        node: NodeId,
-        incarnation: u64,
-    },
-    Raft {
-        message: Message,
-    },
-    Request {
-        to: NodeId,
-        client: usize,
-        attempt: u64,
-        request: ShardKvRequest,
-    },
-    Response {
-        client: usize,
-        attempt: u64,
-        response: ShardKvResponse,
-    },
-    ClientTimeout {
-        client: usize,
-        attempt: u64,
-    },
-    ClientResend {
-        client: usize,
-        attempt: u64,
-    },
-    ClientNext {
-        client: usize,
-    },
-    ConfigToClient {
-        client: usize,
-        config: Config,
-    },
-    ConfigToNode {
-        node: NodeId,
-        incarnation: u64,
-        config: Config,
-    },
-    CtrlQueryFromNode {
-        node: NodeId,
-        incarnation: u64,
-        num: u64,
-    },
-    Pull {
-        to: NodeId,
-        from: NodeId,
-        request: PullRequest,
-    },
-    PullReply {
-        to: NodeId,
-        reply: PullReply,
-    },
-    Delete {
-        to: NodeId,
-        from: NodeId,
-        request: DeleteRequest,
-    },
-    DeleteReply {
-        to: NodeId,
-        reply: DeleteReply,
-    },
-}
-
 pub struct World {
-    pub seed: u64,
-    pub now_us: Micros,
-    rng: ChaCha8Rng,
-    queue: BinaryHeap<Reverse<(Micros, u64)>>,
-    events: BTreeMap<u64, Event>,
-    next_event: u64,
-    pub nodes: Vec<NodeSlot>,
+    pub host: Host<Hosted, Timer>,
     pub groups: BTreeMap<Gid, Vec<NodeId>>,
-    pub ctrler: ShardCtrler,
-    ctrl_seq: u64,
+    pub ctrl_servers: Vec<NodeId>,
     pub clients: Vec<ClientSlot>,
-    pub net: NetConfig,
-    server_config: ServerConfig,
+    /// The test's controller client (the lab's `mck`).
+    admin: usize,
+    /// Join/Leave/Move requests the test completed.
+    pub ctrl_changes: u64,
     next_process: i64,
     pub history: Recorder,
     /// Clerk-side counts by what happened (responses by kind, timeouts).
     pub counts: BTreeMap<String, u64>,
 }
 
-pub fn server_name(id: NodeId) -> String {
-    format!("n{id}")
-}
-
-fn node_of(name: &str) -> Option<NodeId> {
-    name.strip_prefix('n')?.parse().ok()
-}
-
 impl World {
-    /// `groups` replica groups (gids 100, 101, ...) of `servers_per_group`
-    /// nodes each, all started; none joined yet.
+    /// `groups` replica groups (gids 100, 101, ... on nodes 1..) of
+    /// `servers_per_group` nodes each and the controller group (the next
+    /// [`CTRL_SERVERS`] node ids), all started; no group joined yet.
     pub fn new(
         seed: u64,
         groups: usize,
         servers_per_group: usize,
         server_config: ServerConfig,
     ) -> World {
+        let mut host = Host::new(seed);
+        let first_ctrl = (groups * servers_per_group) as NodeId + 1;
+        let ctrl_servers: Vec<NodeId> = (first_ctrl..first_ctrl + CTRL_SERVERS as NodeId).collect();
+        host.add_group(
+            ctrl_servers
+                .iter()
+                .map(|id| {
+                    let spec = Spec::Ctrl {
+                        max_raft_state_bytes: Some(CTRL_MAX_RAFT_STATE_BYTES),
+                    };
+                    (*id, spec)
+                })
+                .collect(),
+        );
+        let mut world_groups = BTreeMap::new();
+        for g in 0..groups {
+            let gid = World::gid(g);
+            let members: Vec<NodeId> = (0..servers_per_group)
+                .map(|i| (g * servers_per_group + i) as NodeId + 1)
+                .collect();
+            let spec = Spec::Group {
+                gid,
+                config: server_config.clone(),
+                ctrl_servers: ctrl_servers.clone(),
+            };
+            host.add_group(members.iter().map(|id| (*id, spec.clone())).collect());
+            world_groups.insert(gid, members);
+        }
         let mut world = World {
-            seed,
-            now_us: 0,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            queue: BinaryHeap::new(),
-            events: BTreeMap::new(),
-            next_event: 0,
-            nodes: Vec::new(),
-            groups: BTreeMap::new(),
-            ctrler: ShardCtrler::new(),
-            ctrl_seq: 0,
+            host,
+            groups: world_groups,
+            ctrl_servers,
             clients: Vec::new(),
-            net: NetConfig::reliable(),
-            server_config,
+            admin: 0,
+            ctrl_changes: 0,
             next_process: 0,
             history: Recorder::default(),
             counts: BTreeMap::new(),
         };
-        for g in 0..groups {
-            let gid = 100 + g as Gid;
-            let mut members = Vec::new();
-            for _ in 0..servers_per_group {
-                let id = world.nodes.len() as NodeId + 1;
-                world.nodes.push(NodeSlot {
-                    id,
-                    gid,
-                    incarnation: 0,
-                    persisted: Persisted::default(),
-                    live: None,
-                    keep_serving_handed_over_shards: false,
-                });
-                members.push(id);
-            }
-            world.groups.insert(gid, members.clone());
-        }
-        for id in 1..=world.nodes.len() as NodeId {
-            world.start_node(id);
-        }
+        world.admin = world.add_client();
         world
+    }
+
+    pub fn now_us(&self) -> Micros {
+        self.host.now_us()
+    }
+
+    pub fn set_net(&mut self, net: NetConfig) {
+        self.host.net = net;
     }
 
     /// Uniform draw from the world's seeded stream (for test scripts).
     pub fn random_below(&mut self, bound: u64) -> u64 {
-        self.rng.gen_range(0..bound)
+        self.host.rng().below(bound)
     }
 
     pub fn gid(index: usize) -> Gid {
         100 + index as Gid
     }
 
-    fn schedule(&mut self, at: Micros, event: Event) {
-        let id = self.next_event;
-        self.next_event += 1;
-        self.events.insert(id, event);
-        self.queue.push(Reverse((at, id)));
-    }
-
-    /// Schedules `event` after one network hop, unless the network loses it.
-    fn hop(&mut self, event: Event) {
-        if self.net.drop_probability > 0.0 && self.rng.gen_bool(self.net.drop_probability) {
-            return;
-        }
-        let delay = self
-            .rng
-            .gen_range(self.net.delay_us_min..=self.net.delay_us_max);
-        let at = self.now_us + delay;
-        self.schedule(at, event);
-    }
-
-    fn slot(&mut self, id: NodeId) -> &mut NodeSlot {
-        &mut self.nodes[(id - 1) as usize]
-    }
-
-    fn start_node(&mut self, id: NodeId) {
-        let gid = self.nodes[(id - 1) as usize].gid;
-        let voters = self.groups[&gid].clone();
-        let mut config = RaftConfig::new(id, voters);
-        config.seed = self.rng.gen();
-        let incarnation: u64 = self.rng.gen();
-        let mut server_config = self.server_config.clone();
-        let slot = self.slot(id);
-        server_config.keep_serving_handed_over_shards = slot.keep_serving_handed_over_shards;
-        let persisted = slot.persisted.clone();
-        let restored = Restored {
-            hard_state: persisted.hard_state.clone(),
-            snapshot: persisted.snapshot.as_ref().map(|s| s.meta.clone()),
-            entries: persisted.entries.clone(),
-            snapshot_data: persisted
-                .snapshot
-                .as_ref()
-                .map(|s| s.data.clone())
-                .unwrap_or_default(),
-        };
-        let raw = match RawNode::new(config, restored) {
-            Ok(raw) => raw,
-            Err(error) => {
-                let terms: Vec<(Index, u64)> = persisted
-                    .entries
-                    .iter()
-                    .map(|e| (e.index, e.term))
-                    .collect();
-                let snapshot = persisted
-                    .snapshot
-                    .as_ref()
-                    .map(|s| (s.meta.index, s.meta.term));
-                panic!("node {id} failed to start: {error}; log (index, term) {terms:?}, snapshot {snapshot:?}")
-            }
-        };
-        let mut server = ShardKvServer::new(id, gid, server_config);
-        if let Some(snapshot) = &persisted.snapshot {
-            if let Err(error) = server.restore_snapshot(snapshot.meta.index, &snapshot.data) {
-                panic!("node {id} cannot restore its snapshot: {error}");
-            }
-        }
-        slot.incarnation = incarnation;
-        slot.live = Some(Live { raw, server });
-        let at = self.now_us + self.rng.gen_range(0..TICK_US);
-        self.schedule(
-            at,
-            Event::Tick {
-                node: id,
-                incarnation,
-            },
-        );
-        self.drive(id);
-    }
-
     pub fn crash(&mut self, id: NodeId) {
-        self.slot(id).live = None;
+        self.host.crash(id);
     }
 
     pub fn restart(&mut self, id: NodeId) {
-        if self.slot(id).live.is_none() {
-            self.start_node(id);
-        }
+        self.host.restart(id);
+    }
+
+    /// Cuts node `id` off from every other node (clients still reach it).
+    pub fn isolate(&mut self, id: NodeId) {
+        let others: Vec<NodeId> = self.host.ids().into_iter().filter(|n| *n != id).collect();
+        self.host.partition(&[others, vec![id]]);
+    }
+
+    pub fn heal(&mut self) {
+        self.host.heal();
     }
 
     /// TEST-ONLY mutation: every server of every group keeps serving the
     /// shards it handed over (restarts the nodes to apply it; call first).
     pub fn keep_serving_handed_over_shards(&mut self) {
-        for id in 1..=self.nodes.len() as NodeId {
-            self.slot(id).keep_serving_handed_over_shards = true;
+        for id in self.group_node_ids() {
+            if let Spec::Group { config, .. } = self.host.spec_mut(id) {
+                config.keep_serving_handed_over_shards = true;
+            }
             self.crash(id);
             self.restart(id);
         }
+    }
+
+    pub fn group_node_ids(&self) -> Vec<NodeId> {
+        self.groups.values().flatten().copied().collect()
+    }
+
+    /// The replica-group nodes (not the controller's), for the lab's
+    /// persisted-size checks.
+    pub fn group_slots(&self) -> impl Iterator<Item = &NodeSlot<Hosted>> {
+        self.host
+            .slots()
+            .filter(|s| matches!(s.spec, Spec::Group { .. }))
     }
 
     /// Whether every live server of `gid` has applied configuration `num`
     /// with all its shards settled.
     pub fn group_settled_at(&self, gid: Gid, num: u64) -> bool {
         self.groups[&gid].iter().all(|id| {
-            self.nodes[(*id - 1) as usize]
-                .live
-                .as_ref()
-                .is_none_or(|l| l.server.state().config().num == num && l.server.state().settled())
+            !self.host.is_up(*id)
+                || self
+                    .server(*id)
+                    .is_some_and(|s| s.state().config().num == num && s.state().settled())
         })
     }
 
@@ -411,24 +229,42 @@ impl World {
     }
 
     pub fn server(&self, id: NodeId) -> Option<&ShardKvServer> {
-        self.nodes[(id - 1) as usize]
-            .live
-            .as_ref()
-            .map(|l| &l.server)
+        match self.host.server(id)? {
+            Hosted::Group(g) => Some(&g.server),
+            Hosted::Ctrl(_) => None,
+        }
+    }
+
+    pub fn ctrl_server(&self, id: NodeId) -> Option<&CtrlServer> {
+        match self.host.server(id)? {
+            Hosted::Ctrl(c) => Some(c),
+            Hosted::Group(_) => None,
+        }
     }
 
     pub fn leader_of(&self, gid: Gid) -> Option<NodeId> {
-        self.groups[&gid]
+        self.host.leader_among(&self.groups[&gid])
+    }
+
+    pub fn ctrl_leader(&self) -> Option<NodeId> {
+        self.host.leader_among(&self.ctrl_servers)
+    }
+
+    /// The newest configuration any live controller replica has applied
+    /// (applied means committed, so this is the controller's latest once
+    /// the test's request for it has been answered).
+    pub fn latest_config(&self) -> Config {
+        self.ctrl_servers
             .iter()
-            .filter_map(|id| {
-                self.nodes[(*id - 1) as usize]
-                    .live
-                    .as_ref()
-                    .map(|l| l.raw.status())
-            })
-            .filter(|s| s.role == Role::Leader)
-            .max_by_key(|s| s.term)
-            .map(|s| s.id)
+            .filter_map(|id| self.ctrl_server(*id))
+            .map(|c| c.state().latest())
+            .max_by_key(|c| c.num)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn shards_of(&self, gid: Gid) -> Vec<ShardId> {
+        self.latest_config().shards_of(gid)
     }
 
     /// One line per node: up, role, term, config, shard statuses (for
@@ -436,63 +272,103 @@ impl World {
     pub fn describe(&self) -> String {
         let mut out = format!(
             "at {} ms, controller config {}\n",
-            self.now_us / MS,
-            self.ctrler.latest().num
+            self.now_us() / MS,
+            self.latest_config().num
         );
-        for slot in &self.nodes {
-            let Some(live) = &slot.live else {
-                out.push_str(&format!("  n{} gid {}: down\n", slot.id, slot.gid));
+        for slot in self.host.slots() {
+            let (Some(raw), Some(server)) = (slot.raw(), slot.server()) else {
+                out.push_str(&format!("  n{} {:?}: down\n", slot.id, slot.spec));
                 continue;
             };
-            let status = live.raw.status();
-            let state = live.server.state();
-            let shards: Vec<String> = state
-                .held_shards()
-                .iter()
-                .map(|s| format!("{s}:{:?}", state.status(*s)))
-                .collect();
+            let status = raw.status();
+            let what = match server {
+                Hosted::Group(g) => {
+                    let state = g.server.state();
+                    let shards: Vec<String> = state
+                        .held_shards()
+                        .iter()
+                        .map(|s| format!("{s}:{:?}", state.status(*s)))
+                        .collect();
+                    format!(
+                        "gid {} config {} shards {}",
+                        state.gid(),
+                        state.config().num,
+                        shards.join(" ")
+                    )
+                }
+                Hosted::Ctrl(c) => format!(
+                    "controller config {} pending {}",
+                    c.state().latest().num,
+                    c.pending_requests()
+                ),
+            };
             out.push_str(&format!(
-                "  n{} gid {}: {:?} term {} commit {} config {} shards {}\n",
-                slot.id,
-                slot.gid,
-                status.role,
-                status.term,
-                status.commit,
-                state.config().num,
-                shards.join(" ")
+                "  n{}: {:?} term {} commit {} {what}\n",
+                slot.id, status.role, status.term, status.commit
             ));
         }
         out
     }
 
-    pub fn raft_status(&self, id: NodeId) -> Option<raft::Status> {
-        self.nodes[(id - 1) as usize]
-            .live
-            .as_ref()
-            .map(|l| l.raw.status())
-    }
-
-    /// Total persisted bytes (Raft state + snapshot) over every node.
+    /// Total persisted bytes (Raft state + snapshot) over the group servers.
     pub fn total_persisted_bytes(&self) -> usize {
-        self.nodes
-            .iter()
+        self.group_slots()
             .map(|n| n.persisted.raft_state_bytes() + n.persisted.snapshot_bytes())
             .sum()
     }
 
-    // ---- controller (the test's mck) ----------------------------------
+    // ---- the controller (the test's mck) -------------------------------
 
-    fn ctrl(&mut self, op: CtrlOp) {
-        self.ctrl_seq += 1;
-        let command = CtrlCommand {
-            client_id: u64::MAX,
-            seq: self.ctrl_seq,
-            op,
-        };
-        self.ctrler.apply(&command);
+    /// Starts a controller request on the admin client without waiting.
+    pub fn start_ctrl(&mut self, op: CtrlOp) {
+        let admin = self.admin;
+        self.clients[admin].ctrl_result = None;
+        let action = self.clients[admin].ctrl.begin(op);
+        self.perform_ctrl(admin, action);
     }
 
-    pub fn join(&mut self, gids: &[Gid]) {
+    /// The controller server that has proposed the admin's request in
+    /// flight and not answered it yet.
+    pub fn ctrl_holder(&self) -> Option<NodeId> {
+        let admin = &self.clients[self.admin].ctrl;
+        if !admin.busy() {
+            return None;
+        }
+        self.ctrl_servers.iter().copied().find(|id| {
+            self.ctrl_server(*id)
+                .is_some_and(|c| c.is_waiting_for(admin.client_id()))
+        })
+    }
+
+    pub fn ctrl_idle(&self) -> bool {
+        !self.clients[self.admin].ctrl.busy()
+    }
+
+    /// Waits for the admin's request; Join/Leave/Move must answer Done.
+    pub fn finish_ctrl(&mut self) -> Result<(), String> {
+        let deadline = self.now_us() + CTRL_OP_TIMEOUT_US;
+        if !self.run_until(deadline, |w| w.ctrl_idle()) {
+            return Err(format!(
+                "controller request not answered within {} s\n{}",
+                CTRL_OP_TIMEOUT_US / SECOND,
+                self.describe()
+            ));
+        }
+        match self.clients[self.admin].ctrl_result.clone() {
+            Some(CtrlResult::Done) => {
+                self.ctrl_changes += 1;
+                Ok(())
+            }
+            other => Err(format!("controller answered {other:?}")),
+        }
+    }
+
+    fn ctrl(&mut self, op: CtrlOp) -> Result<(), String> {
+        self.start_ctrl(op);
+        self.finish_ctrl()
+    }
+
+    pub fn join_op(&self, gids: &[Gid]) -> CtrlOp {
         let groups = gids
             .iter()
             .map(|g| {
@@ -502,282 +378,89 @@ impl World {
                 )
             })
             .collect();
-        self.ctrl(CtrlOp::Join { groups });
+        CtrlOp::Join { groups }
     }
 
-    pub fn leave(&mut self, gids: &[Gid]) {
+    pub fn join(&mut self, gids: &[Gid]) -> Result<(), String> {
+        let op = self.join_op(gids);
+        self.ctrl(op)
+    }
+
+    pub fn leave(&mut self, gids: &[Gid]) -> Result<(), String> {
         self.ctrl(CtrlOp::Leave {
             gids: gids.to_vec(),
-        });
+        })
     }
 
-    // ---- nodes ----------------------------------------------------------
-
-    fn drive(&mut self, id: NodeId) {
-        let gid = self.nodes[(id - 1) as usize].gid;
-        let voters = self.groups[&gid].clone();
-        loop {
-            let slot = &mut self.nodes[(id - 1) as usize];
-            let Some(live) = slot.live.as_mut() else {
-                return;
-            };
-            if !live.raw.has_ready() {
-                break;
-            }
-            let mut ready = live.raw.ready();
-            if let Some(snapshot) = &ready.snapshot {
-                // Keep only what the core still holds after installing it:
-                // entries past the snapshot may be stale (older terms), and
-                // keeping them made a restart inconsistent (SEED=2104).
-                let last_index = live.raw.status().last_index;
-                let snapshot_index = snapshot.meta.index;
-                slot.persisted
-                    .entries
-                    .retain(|e| e.index > snapshot_index && e.index <= last_index);
-                slot.persisted.snapshot = Some(snapshot.clone());
-            }
-            if let Some(first) = ready.entries.first() {
-                let first_index = first.index;
-                slot.persisted.entries.retain(|e| e.index < first_index);
-                slot.persisted.entries.extend_from_slice(&ready.entries);
-            }
-            if let Some(hard_state) = &ready.hard_state {
-                slot.persisted.hard_state = hard_state.clone();
-            }
-            if let Err(error) =
-                live.server
-                    .on_ready(&live.raw, ready.snapshot.as_ref(), &ready.committed_entries)
-            {
-                panic!("node {id}: {error}");
-            }
-            live.raw.advance();
-            let size = slot.persisted.raft_state_bytes();
-            match live.server.maybe_snapshot(&mut live.raw, size) {
-                Ok(Some(taken)) => {
-                    let term = slot.persisted.term_at(taken.index).unwrap_or_else(|| {
-                        panic!("node {id}: no term for snapshot index {}", taken.index)
-                    });
-                    slot.persisted.entries.retain(|e| e.index > taken.index);
-                    slot.persisted.snapshot = Some(Snapshot {
-                        meta: SnapshotMeta {
-                            index: taken.index,
-                            term,
-                            voters: voters.clone(),
-                        },
-                        data: taken.data,
-                    });
-                }
-                Ok(None) => {}
-                Err(error) => panic!("node {id}: {error}"),
-            }
-            for message in std::mem::take(&mut ready.messages) {
-                self.hop(Event::Raft { message });
-            }
-        }
-        self.flush(id);
-    }
-
-    /// Routes the server's replies and outbounds.
-    fn flush(&mut self, id: NodeId) {
-        let slot = &mut self.nodes[(id - 1) as usize];
-        let incarnation = slot.incarnation;
-        let Some(live) = slot.live.as_mut() else {
-            return;
-        };
-        let replies = live.server.take_replies();
-        let outbound = live.server.take_outbound();
-        for reply in replies {
-            // request_id encodes (client, attempt).
-            let client = (reply.request_id >> 40) as usize;
-            let attempt = reply.request_id & ((1 << 40) - 1);
-            self.hop(Event::Response {
-                client,
-                attempt,
-                response: reply.response,
-            });
-        }
-        for out in outbound {
-            match out {
-                Outbound::QueryConfig { num } => self.hop(Event::CtrlQueryFromNode {
-                    node: id,
-                    incarnation,
-                    num,
-                }),
-                Outbound::Pull {
-                    servers, request, ..
-                } => {
-                    for to in servers.iter().filter_map(|s| node_of(s)) {
-                        self.hop(Event::Pull {
-                            to,
-                            from: id,
-                            request: request.clone(),
-                        });
-                    }
-                }
-                Outbound::Delete {
-                    servers, request, ..
-                } => {
-                    for to in servers.iter().filter_map(|s| node_of(s)) {
-                        self.hop(Event::Delete {
-                            to,
-                            from: id,
-                            request: request.clone(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    fn live_mut(&mut self, id: NodeId) -> Option<&mut Live> {
-        self.nodes
-            .get_mut((id as usize).wrapping_sub(1))?
-            .live
-            .as_mut()
+    pub fn move_shard(&mut self, shard: ShardId, gid: Gid) -> Result<(), String> {
+        self.ctrl(CtrlOp::Move { shard, gid })
     }
 
     // ---- the loop ---------------------------------------------------------
 
+    /// Runs events until virtual time `until_us` or `stop` holds (checked
+    /// after each event). Returns whether `stop` held.
     pub fn run_until<F: Fn(&World) -> bool>(&mut self, until_us: Micros, stop: F) -> bool {
         loop {
             if stop(self) {
                 return true;
             }
-            let Some(Reverse((at, id))) = self.queue.peek().copied() else {
-                self.now_us = until_us;
-                return false;
-            };
-            if at > until_us {
-                self.now_us = until_us;
-                return stop(self);
-            }
-            self.queue.pop();
-            self.now_us = at;
-            if let Some(event) = self.events.remove(&id) {
-                self.handle(event);
+            match self.host.step(until_us) {
+                None => return stop(self),
+                Some(HostStep::Internal) => {}
+                Some(HostStep::ToClient {
+                    client,
+                    from,
+                    message,
+                }) => self.on_message(client, from, message),
+                Some(HostStep::Timer(timer)) => self.on_timer(timer),
             }
         }
     }
 
     pub fn run_for(&mut self, duration_us: Micros) {
-        let until = self.now_us + duration_us;
+        let until = self.now_us() + duration_us;
         self.run_until(until, |_| false);
     }
 
-    fn handle(&mut self, event: Event) {
-        match event {
-            Event::Tick { node, incarnation } => {
-                let slot = self.slot(node);
-                if slot.incarnation != incarnation {
-                    return;
-                }
-                let Some(live) = slot.live.as_mut() else {
-                    return;
-                };
-                live.raw.tick();
-                live.server.tick(&live.raw);
-                let at = self.now_us + TICK_US;
-                self.schedule(at, Event::Tick { node, incarnation });
-                self.drive(node);
+    fn on_message(&mut self, client: usize, _from: NodeId, message: Msg) {
+        match message {
+            Msg::KvReply { attempt, response } => self.on_response(client, attempt, response),
+            Msg::CtrlReply { attempt, response } => {
+                let action = self.clients[client].ctrl.on_response(attempt, response);
+                self.perform_ctrl(client, action);
             }
-            Event::Raft { message } => {
-                let to = message.to;
-                let Some(live) = self.live_mut(to) else {
-                    return;
-                };
-                let _ = live.raw.step(message);
-                self.drive(to);
-            }
-            Event::Request {
-                to,
-                client,
-                attempt,
-                request,
-            } => {
-                let Some(live) = self.live_mut(to) else {
-                    return;
-                };
-                let request_id = ((client as u64) << 40) | attempt;
-                live.server
-                    .handle_request(&mut live.raw, request_id, request);
-                self.drive(to);
-            }
-            Event::Response {
-                client,
-                attempt,
-                response,
-            } => self.on_response(client, attempt, response),
-            Event::ClientTimeout { client, attempt } => {
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::ClientTimeout { client, attempt } => {
                 let action = self.clients[client].clerk.on_timeout(attempt);
-                if action != ClerkAction::Ignored {
+                if action != shardkv::ClerkAction::Ignored {
                     *self.counts.entry("timeout".into()).or_default() += 1;
                 }
                 self.perform(client, action);
             }
-            Event::ClientResend { client, attempt } => {
+            Timer::ClientResend { client, attempt } => {
                 let action = self.clients[client].clerk.resend(attempt);
                 self.perform(client, action);
             }
-            Event::ClientNext { client } => self.next_auto(client),
-            Event::ConfigToClient { client, config } => {
-                let action = self.clients[client].clerk.on_config(config);
-                self.perform(client, action);
+            Timer::ClientNext { client } => self.next_auto(client),
+            Timer::CtrlTimeout { client, attempt } => {
+                let action = self.clients[client].ctrl.on_timeout(attempt);
+                self.perform_ctrl(client, action);
             }
-            Event::CtrlQueryFromNode {
-                node,
-                incarnation,
-                num,
-            } => {
-                let config = self.ctrler.query(Some(num)).clone();
-                self.hop(Event::ConfigToNode {
-                    node,
-                    incarnation,
-                    config,
-                });
-            }
-            Event::ConfigToNode {
-                node,
-                incarnation,
-                config,
-            } => {
-                if self.nodes[(node - 1) as usize].incarnation != incarnation {
-                    return;
-                }
-                let Some(live) = self.live_mut(node) else {
-                    return;
-                };
-                live.server.on_config(&mut live.raw, config);
-                self.drive(node);
-            }
-            Event::Pull { to, from, request } => {
-                let Some(live) = self.live_mut(to) else {
-                    return;
-                };
-                let reply = live.server.handle_pull(&request);
-                self.hop(Event::PullReply { to: from, reply });
-            }
-            Event::PullReply { to, reply } => {
-                let Some(live) = self.live_mut(to) else {
-                    return;
-                };
-                live.server.on_pull_reply(&mut live.raw, reply);
-                self.drive(to);
-            }
-            Event::Delete { to, from, request } => {
-                let Some(live) = self.live_mut(to) else {
-                    return;
-                };
-                let reply = live.server.handle_delete(&mut live.raw, &request);
-                self.hop(Event::DeleteReply { to: from, reply });
-                self.drive(to);
-            }
-            Event::DeleteReply { to, reply } => {
-                let Some(live) = self.live_mut(to) else {
-                    return;
-                };
-                live.server.on_delete_reply(&mut live.raw, reply);
-                self.drive(to);
+            Timer::CtrlResend { client, attempt } => {
+                let action = self.clients[client].ctrl.resend(attempt);
+                self.perform_ctrl(client, action);
             }
         }
+    }
+
+    fn send(&mut self, client: usize, to: NodeId, message: Msg) {
+        self.host
+            .send(Addr::Client(client), Addr::Node(to), message);
     }
 }

@@ -1,0 +1,739 @@
+//! Hosting replicated servers on `raft::RawNode` inside one virtual clock.
+//!
+//! [`crate::Sim`] applies a [`crate::StateMachine`] itself, so it cannot
+//! host a *server*: code that answers clients later (pending requests,
+//! ReadIndex reads), sends its own messages (shard pulls, controller
+//! queries) or decides when to snapshot. [`Host`] runs such servers as the
+//! node daemon does, through a [`Server`] the service implements, and keeps
+//! everything else here once:
+//!
+//! * the event loop: one seeded RNG, virtual microseconds, Raft ticks every
+//!   [`TICK_US`], several Raft groups side by side (each node names its own
+//!   voters), several server kinds (the implementor may be an enum);
+//! * the Ready loop in `raft::Ready`'s order: persist (hard state, entries,
+//!   snapshot) to the node's [`Persisted`] disk, apply through
+//!   [`Server::apply`], `advance()`, [`Server::maybe_snapshot`], then send;
+//! * crash semantics: a crash drops the server and its `RawNode` (pending
+//!   requests, volatile state, timers of that incarnation); a restart builds
+//!   both again from what was persisted; messages addressed to a down node
+//!   are lost;
+//! * one faulty network for Raft messages and application messages alike
+//!   (node to node, client to node, node to client): delay and loss from
+//!   [`NetConfig`], partitions among nodes, and which nodes each client can
+//!   reach.
+//!
+//! Clients are the harness's business: [`Host::step`] hands back messages
+//! addressed to clients and the harness's own timers ([`HostStep`]), and the
+//! harness sends with [`Host::send`] and schedules with [`Host::schedule`].
+//! A harness's `run_until` checks its stop condition after every step.
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::fmt::Debug;
+
+use raft::{Entry, HardState, Index, Message, NodeId, RawNode, Ready, Restored, Role, Snapshot};
+use sim::SimRng;
+
+/// Virtual microseconds.
+pub type Micros = u64;
+pub const MS: Micros = 1_000;
+pub const SECOND: Micros = 1_000_000;
+/// One Raft tick: with 2-tick heartbeats and 10-20 tick elections this is
+/// the labs' 100 ms heartbeat and ~1 s election timeout.
+pub const TICK_US: Micros = 50 * MS;
+
+/// A client of the hosted servers, numbered by the harness.
+pub type ClientId = usize;
+
+/// An endpoint of the simulated network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Addr {
+    Node(NodeId),
+    Client(ClientId),
+}
+
+/// What a message suffers on a working link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NetConfig {
+    pub delay_us_min: Micros,
+    pub delay_us_max: Micros,
+    pub drop_probability: f64,
+}
+
+impl NetConfig {
+    pub fn reliable() -> Self {
+        Self {
+            delay_us_min: 100,
+            delay_us_max: 1_000,
+            drop_probability: 0.0,
+        }
+    }
+    /// labrpc's unreliable network: 0-26 ms, 10% of messages lost.
+    pub fn unreliable() -> Self {
+        Self {
+            delay_us_min: 0,
+            delay_us_max: 26 * MS,
+            drop_probability: 0.10,
+        }
+    }
+}
+
+/// A node's stable storage: what survives a crash.
+#[derive(Clone, Debug, Default)]
+pub struct Persisted {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+}
+
+/// Bytes an entry takes on disk besides its data (term, index, kind,
+/// length, checksum), and a hard-state record's size.
+const ENTRY_OVERHEAD_BYTES: usize = 32;
+const HARD_STATE_BYTES: usize = 32;
+
+impl Persisted {
+    /// Persisted Raft state in bytes, as the labs' `persister.RaftStateSize()`.
+    pub fn raft_state_bytes(&self) -> usize {
+        HARD_STATE_BYTES
+            + self
+                .entries
+                .iter()
+                .map(|e| e.data.len() + ENTRY_OVERHEAD_BYTES)
+                .sum::<usize>()
+    }
+
+    pub fn snapshot_bytes(&self) -> usize {
+        self.snapshot.as_ref().map_or(0, |s| s.data.len())
+    }
+
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
+    }
+
+    fn term_at(&self, index: Index) -> Option<u64> {
+        if let Some(s) = self.snapshot.as_ref().filter(|s| s.meta.index == index) {
+            return Some(s.meta.term);
+        }
+        self.entries
+            .iter()
+            .find(|e| e.index == index)
+            .map(|e| e.term)
+    }
+
+    fn restored(&self) -> Restored {
+        Restored {
+            hard_state: self.hard_state.clone(),
+            snapshot: self.snapshot.as_ref().map(|s| s.meta.clone()),
+            entries: self.entries.clone(),
+            snapshot_data: self
+                .snapshot
+                .as_ref()
+                .map(|s| s.data.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Step 1 of a Ready: the snapshot, the entries (truncating a
+    /// conflicting suffix), the hard state. `core_last_index` is the core's
+    /// last log index after the Ready: after installing a snapshot it keeps
+    /// only the entries past it that it still holds (older-term entries
+    /// past the snapshot made a restart inconsistent, shardkv SEED=2104).
+    fn persist(&mut self, ready: &Ready, core_last_index: Index) {
+        if let Some(snapshot) = &ready.snapshot {
+            let snapshot_index = snapshot.meta.index;
+            self.entries
+                .retain(|e| e.index > snapshot_index && e.index <= core_last_index);
+            self.snapshot = Some(snapshot.clone());
+        }
+        if let Some(first) = ready.entries.first() {
+            let first_index = first.index;
+            self.entries.retain(|e| e.index < first_index);
+            self.entries.extend_from_slice(&ready.entries);
+        }
+        if let Some(hard_state) = &ready.hard_state {
+            self.hard_state = hard_state.clone();
+        }
+    }
+}
+
+/// A snapshot the server took of everything applied up to `index` (and
+/// handed to `RawNode::compact`); the host writes it to the node's disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotTaken {
+    pub index: Index,
+    pub data: Vec<u8>,
+}
+
+/// What a server callback may use: its Raft node, the clock, and an outbox
+/// whose messages the host sends through the network after the callback.
+pub struct Node<'a, M> {
+    pub id: NodeId,
+    pub raw: &'a mut RawNode,
+    pub now_us: Micros,
+    outbox: &'a mut Vec<(Addr, M)>,
+}
+
+impl<M> Node<'_, M> {
+    pub fn send(&mut self, to: Addr, message: M) {
+        self.outbox.push((to, message));
+    }
+}
+
+/// A service's server as the host runs it. One value per live node; a
+/// crash drops it, a restart calls [`Server::start`] again.
+pub trait Server: Sized {
+    /// What the harness configures per node (kept across restarts; edit it
+    /// with [`Host::spec_mut`] before a restart).
+    type Spec: Clone + Debug;
+    /// Application messages: requests, replies, server-to-server traffic.
+    type Message: Clone + Debug;
+
+    /// A fresh server for node `id`'s start number `incarnation` (a random
+    /// number, different on every start), restored from `snapshot` if the
+    /// disk holds one (before any Ready).
+    fn start(
+        spec: &Self::Spec,
+        id: NodeId,
+        incarnation: u64,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Self, String>;
+
+    /// Adjusts the node's Raft configuration (voters and seed are set).
+    fn configure_raft(_spec: &Self::Spec, _config: &mut raft::Config) {}
+
+    /// One Raft tick passed (`raw.tick()` was called just before).
+    fn tick(&mut self, node: &mut Node<'_, Self::Message>);
+
+    /// A message from a client or another node.
+    fn receive(&mut self, node: &mut Node<'_, Self::Message>, from: Addr, message: Self::Message);
+
+    /// Steps 3-4 of `ready` (restore its snapshot, apply its committed
+    /// entries, serve its read states); it is already persisted. An error is
+    /// a broken contract and fails the run.
+    fn apply(&mut self, node: &mut Node<'_, Self::Message>, ready: &Ready) -> Result<(), String>;
+
+    /// After `advance()`: snapshot (and compact `node.raw`) if the persisted
+    /// Raft state of `raft_state_bytes` calls for it.
+    fn maybe_snapshot(
+        &mut self,
+        node: &mut Node<'_, Self::Message>,
+        raft_state_bytes: usize,
+    ) -> Result<Option<SnapshotTaken>, String>;
+}
+
+struct Live<S> {
+    raw: RawNode,
+    server: S,
+}
+
+/// One node: its configuration, its disk, and (while up) its server.
+pub struct NodeSlot<S: Server> {
+    pub id: NodeId,
+    pub voters: Vec<NodeId>,
+    pub spec: S::Spec,
+    pub persisted: Persisted,
+    pub max_raft_state_bytes_seen: usize,
+    /// Snapshots received from a leader (InstallSnapshot) and installed.
+    pub snapshots_installed: u64,
+    pub starts: u64,
+    incarnation: u64,
+    live: Option<Live<S>>,
+}
+
+impl<S: Server> NodeSlot<S> {
+    pub fn is_up(&self) -> bool {
+        self.live.is_some()
+    }
+    pub fn server(&self) -> Option<&S> {
+        self.live.as_ref().map(|l| &l.server)
+    }
+    pub fn raw(&self) -> Option<&RawNode> {
+        self.live.as_ref().map(|l| &l.raw)
+    }
+}
+
+/// Counters of a run, for reports.
+#[derive(Clone, Debug, Default)]
+pub struct HostStats {
+    pub raft_messages: u64,
+    pub raft_message_bytes: u64,
+    pub app_messages: u64,
+    pub messages_lost: u64,
+    pub crashes: u64,
+    pub events: BTreeMap<&'static str, u64>,
+}
+
+enum Event<M, T> {
+    Tick { node: NodeId, incarnation: u64 },
+    Raft(Message),
+    Deliver { from: Addr, to: Addr, message: M },
+    Timer(T),
+}
+
+/// What one [`Host::step`] did.
+#[derive(Debug)]
+pub enum HostStep<M, T> {
+    /// Handled inside the host (a tick, a Raft or node-bound message).
+    Internal,
+    /// A message for a client of the harness.
+    ToClient {
+        client: ClientId,
+        from: NodeId,
+        message: M,
+    },
+    /// A timer the harness scheduled.
+    Timer(T),
+}
+
+/// Hosted nodes, the network between them and clients, and the clock.
+/// `T` is the harness's own timer payload.
+pub struct Host<S: Server, T> {
+    pub seed: u64,
+    now_us: Micros,
+    rng: SimRng,
+    queue: BinaryHeap<Reverse<(Micros, u64)>>,
+    events: BTreeMap<u64, Event<S::Message, T>>,
+    next_event: u64,
+    nodes: BTreeMap<NodeId, NodeSlot<S>>,
+    pub net: NetConfig,
+    /// Partition side per node; nodes on the same side (default 0) talk.
+    sides: BTreeMap<NodeId, u32>,
+    /// Nodes each client can reach; a client not listed reaches all.
+    client_reach: BTreeMap<ClientId, BTreeSet<NodeId>>,
+    pub stats: HostStats,
+}
+
+impl<S: Server, T> Host<S, T> {
+    /// An empty world on a reliable network, its randomness from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            now_us: 0,
+            rng: SimRng::new(seed),
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_event: 0,
+            nodes: BTreeMap::new(),
+            net: NetConfig::reliable(),
+            sides: BTreeMap::new(),
+            client_reach: BTreeMap::new(),
+            stats: HostStats::default(),
+        }
+    }
+
+    pub fn now_us(&self) -> Micros {
+        self.now_us
+    }
+
+    /// The run's random stream (for workloads and fault scripts).
+    pub fn rng(&mut self) -> &mut SimRng {
+        &mut self.rng
+    }
+
+    /// Adds node `id` of the Raft group `voters` (which includes it), down
+    /// with an empty disk; [`Host::start`] boots it.
+    pub fn add_node(&mut self, id: NodeId, voters: Vec<NodeId>, spec: S::Spec) {
+        assert!(
+            voters.contains(&id),
+            "node {id} not among voters {voters:?}"
+        );
+        let slot = NodeSlot {
+            id,
+            voters,
+            spec,
+            persisted: Persisted::default(),
+            max_raft_state_bytes_seen: 0,
+            snapshots_installed: 0,
+            starts: 0,
+            incarnation: 0,
+            live: None,
+        };
+        let previous = self.nodes.insert(id, slot);
+        assert!(previous.is_none(), "node {id} added twice");
+    }
+
+    /// Adds a group of nodes with one spec each and starts them.
+    pub fn add_group(&mut self, members: Vec<(NodeId, S::Spec)>) {
+        let voters: Vec<NodeId> = members.iter().map(|(id, _)| *id).collect();
+        for (id, spec) in members {
+            self.add_node(id, voters.clone(), spec);
+        }
+        for id in voters {
+            self.start(id);
+        }
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = &NodeSlot<S>> {
+        self.nodes.values()
+    }
+
+    pub fn slot(&self, id: NodeId) -> &NodeSlot<S> {
+        match self.nodes.get(&id) {
+            Some(slot) => slot,
+            None => panic!("no node {id}"),
+        }
+    }
+
+    fn slot_mut(&mut self, id: NodeId) -> &mut NodeSlot<S> {
+        match self.nodes.get_mut(&id) {
+            Some(slot) => slot,
+            None => panic!("no node {id}"),
+        }
+    }
+
+    /// The node's spec, for changes that take effect at its next start.
+    pub fn spec_mut(&mut self, id: NodeId) -> &mut S::Spec {
+        &mut self.slot_mut(id).spec
+    }
+
+    pub fn server(&self, id: NodeId) -> Option<&S> {
+        self.nodes.get(&id).and_then(|s| s.server())
+    }
+
+    pub fn status(&self, id: NodeId) -> Option<raft::Status> {
+        self.nodes.get(&id)?.raw().map(|r| r.status())
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_some_and(|s| s.is_up())
+    }
+
+    /// The live leader with the highest term among `ids`, if any.
+    pub fn leader_among(&self, ids: &[NodeId]) -> Option<NodeId> {
+        ids.iter()
+            .filter_map(|id| self.status(*id))
+            .filter(|s| s.role == Role::Leader)
+            .max_by_key(|s| s.term)
+            .map(|s| s.id)
+    }
+
+    /// Boots node `id` from its disk (no-op while it is up).
+    pub fn start(&mut self, id: NodeId) {
+        if self.is_up(id) {
+            return;
+        }
+        let incarnation = self.rng.next_u64();
+        let raft_seed = self.rng.next_u64();
+        let phase = self.rng.below(TICK_US);
+        let slot = self.slot_mut(id);
+        let mut config = raft::Config::new(id, slot.voters.clone());
+        config.seed = raft_seed;
+        S::configure_raft(&slot.spec, &mut config);
+        let raw = match RawNode::new(config, slot.persisted.restored()) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let log: Vec<(Index, u64)> = slot
+                    .persisted
+                    .entries
+                    .iter()
+                    .map(|e| (e.index, e.term))
+                    .collect();
+                let snapshot = slot
+                    .persisted
+                    .snapshot
+                    .as_ref()
+                    .map(|s| (s.meta.index, s.meta.term));
+                panic!("node {id} failed to start: {error}; log (index, term) {log:?}, snapshot {snapshot:?}")
+            }
+        };
+        let server = S::start(
+            &slot.spec,
+            id,
+            incarnation,
+            slot.persisted.snapshot.as_ref(),
+        )
+        .unwrap_or_else(|error| panic!("node {id} cannot start its server: {error}"));
+        slot.incarnation = incarnation;
+        slot.starts += 1;
+        slot.live = Some(Live { raw, server });
+        let at = self.now_us + phase;
+        self.push(
+            at,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+        self.drive(id);
+    }
+
+    /// Kills node `id`: its server and Raft node are gone, its disk stays.
+    pub fn crash(&mut self, id: NodeId) {
+        if self.slot_mut(id).live.take().is_some() {
+            self.stats.crashes += 1;
+        }
+    }
+
+    /// [`Host::start`] under the labs' name.
+    pub fn restart(&mut self, id: NodeId) {
+        self.start(id);
+    }
+
+    // ---- the network ---------------------------------------------------
+
+    /// Only nodes on the same side can talk; nodes not named keep side 0.
+    /// Clients are not affected (see [`Host::set_client_reach`]).
+    pub fn partition(&mut self, sides: &[Vec<NodeId>]) {
+        self.sides.clear();
+        for (side, members) in sides.iter().enumerate() {
+            for id in members {
+                self.sides.insert(*id, side as u32);
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.sides.clear();
+    }
+
+    /// Which nodes `client` can reach; `None`: all of them.
+    pub fn set_client_reach(&mut self, client: ClientId, nodes: Option<Vec<NodeId>>) {
+        match nodes {
+            Some(nodes) => {
+                self.client_reach
+                    .insert(client, nodes.into_iter().collect());
+            }
+            None => {
+                self.client_reach.remove(&client);
+            }
+        }
+    }
+
+    pub fn linked(&self, a: Addr, b: Addr) -> bool {
+        let side = |id: &NodeId| self.sides.get(id).copied().unwrap_or(0);
+        let reaches = |c: &ClientId, n: &NodeId| {
+            self.client_reach
+                .get(c)
+                .is_none_or(|reach| reach.contains(n))
+        };
+        match (a, b) {
+            (Addr::Node(x), Addr::Node(y)) => side(&x) == side(&y),
+            (Addr::Client(c), Addr::Node(n)) | (Addr::Node(n), Addr::Client(c)) => reaches(&c, &n),
+            (Addr::Client(_), Addr::Client(_)) => false,
+        }
+    }
+
+    /// One hop's delay, or None if the network loses the message.
+    fn plan_delay(&mut self) -> Option<Micros> {
+        if self.net.drop_probability > 0.0 && self.rng.chance(self.net.drop_probability) {
+            self.stats.messages_lost += 1;
+            return None;
+        }
+        Some(
+            self.rng
+                .between(self.net.delay_us_min, self.net.delay_us_max),
+        )
+    }
+
+    /// Sends an application message through the network (lost if `from`
+    /// and `to` are not linked now or when it arrives, or by chance).
+    pub fn send(&mut self, from: Addr, to: Addr, message: S::Message) {
+        self.stats.app_messages += 1;
+        if !self.linked(from, to) {
+            return;
+        }
+        if let Some(delay) = self.plan_delay() {
+            let at = self.now_us + delay;
+            self.push(at, Event::Deliver { from, to, message });
+        }
+    }
+
+    fn send_raft(&mut self, message: Message) {
+        self.stats.raft_messages += 1;
+        self.stats.raft_message_bytes += message.approx_size_bytes() as u64;
+        if !self.linked(Addr::Node(message.from), Addr::Node(message.to)) {
+            return;
+        }
+        if let Some(delay) = self.plan_delay() {
+            let at = self.now_us + delay;
+            self.push(at, Event::Raft(message));
+        }
+    }
+
+    // ---- the clock -----------------------------------------------------
+
+    fn push(&mut self, at: Micros, event: Event<S::Message, T>) {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.events.insert(id, event);
+        self.queue.push(Reverse((at, id)));
+    }
+
+    /// The harness's timer: `timer` comes back from [`Host::step`] at `at_us`.
+    pub fn schedule(&mut self, at_us: Micros, timer: T) {
+        let at = at_us.max(self.now_us);
+        self.push(at, Event::Timer(timer));
+    }
+
+    /// Handles the next event due by `until_us`; `None` (with the clock at
+    /// `until_us`) when there is none.
+    pub fn step(&mut self, until_us: Micros) -> Option<HostStep<S::Message, T>> {
+        let Some(Reverse((at, id))) = self.queue.peek().copied() else {
+            self.now_us = self.now_us.max(until_us);
+            return None;
+        };
+        if at > until_us {
+            self.now_us = self.now_us.max(until_us);
+            return None;
+        }
+        self.queue.pop();
+        self.now_us = at;
+        let event = self.events.remove(&id)?;
+        let name = match &event {
+            Event::Tick { .. } => "tick",
+            Event::Raft(_) => "raft",
+            Event::Deliver { .. } => "deliver",
+            Event::Timer(_) => "timer",
+        };
+        *self.stats.events.entry(name).or_default() += 1;
+        Some(self.handle(event))
+    }
+
+    fn handle(&mut self, event: Event<S::Message, T>) -> HostStep<S::Message, T> {
+        match event {
+            Event::Tick { node, incarnation } => {
+                let now_us = self.now_us;
+                let slot = self.slot_mut(node);
+                if slot.incarnation != incarnation {
+                    return HostStep::Internal;
+                }
+                let Some(live) = slot.live.as_mut() else {
+                    return HostStep::Internal;
+                };
+                live.raw.tick();
+                let mut outbox = Vec::new();
+                let mut ctx = Node {
+                    id: node,
+                    raw: &mut live.raw,
+                    now_us,
+                    outbox: &mut outbox,
+                };
+                live.server.tick(&mut ctx);
+                self.route(node, outbox);
+                self.push(now_us + TICK_US, Event::Tick { node, incarnation });
+                self.drive(node);
+                HostStep::Internal
+            }
+            Event::Raft(message) => {
+                let to = message.to;
+                if !self.linked(Addr::Node(message.from), Addr::Node(to)) {
+                    return HostStep::Internal;
+                }
+                let Some(live) = self.nodes.get_mut(&to).and_then(|s| s.live.as_mut()) else {
+                    return HostStep::Internal;
+                };
+                // Stale or unexpected messages are refused and counted by the core.
+                let _ = live.raw.step(message);
+                self.drive(to);
+                HostStep::Internal
+            }
+            Event::Deliver { from, to, message } => {
+                if !self.linked(from, to) {
+                    return HostStep::Internal;
+                }
+                match to {
+                    Addr::Client(client) => match from {
+                        Addr::Node(from) => HostStep::ToClient {
+                            client,
+                            from,
+                            message,
+                        },
+                        Addr::Client(_) => HostStep::Internal,
+                    },
+                    Addr::Node(id) => {
+                        let now_us = self.now_us;
+                        let Some(live) = self.nodes.get_mut(&id).and_then(|s| s.live.as_mut())
+                        else {
+                            return HostStep::Internal;
+                        };
+                        let mut outbox = Vec::new();
+                        let mut ctx = Node {
+                            id,
+                            raw: &mut live.raw,
+                            now_us,
+                            outbox: &mut outbox,
+                        };
+                        live.server.receive(&mut ctx, from, message);
+                        self.route(id, outbox);
+                        self.drive(id);
+                        HostStep::Internal
+                    }
+                }
+            }
+            Event::Timer(timer) => HostStep::Timer(timer),
+        }
+    }
+
+    fn route(&mut self, from: NodeId, outbox: Vec<(Addr, S::Message)>) {
+        for (to, message) in outbox {
+            self.send(Addr::Node(from), to, message);
+        }
+    }
+
+    /// Handles every Ready node `id` has, in the order `raft::Ready` prescribes.
+    fn drive(&mut self, id: NodeId) {
+        let now_us = self.now_us;
+        loop {
+            let slot = self.slot_mut(id);
+            let Some(live) = slot.live.as_mut() else {
+                return;
+            };
+            if !live.raw.has_ready() {
+                return;
+            }
+            let mut ready = live.raw.ready();
+            // 1. persist
+            slot.persisted.persist(&ready, live.raw.status().last_index);
+            if ready.snapshot.is_some() {
+                slot.snapshots_installed += 1;
+            }
+            // 3-4. restore, apply, serve reads. (2, sending, follows below:
+            // delivery is scheduled in virtual time, so sending after the
+            // local apply changes nothing another node can see.)
+            let mut outbox = Vec::new();
+            let mut ctx = Node {
+                id,
+                raw: &mut live.raw,
+                now_us,
+                outbox: &mut outbox,
+            };
+            if let Err(error) = live.server.apply(&mut ctx, &ready) {
+                panic!("node {id}: {error}");
+            }
+            // 5. advance, then the snapshot the server may take.
+            ctx.raw.advance();
+            let size = slot.persisted.raft_state_bytes();
+            match live.server.maybe_snapshot(&mut ctx, size) {
+                Ok(Some(taken)) => {
+                    let term = slot.persisted.term_at(taken.index).unwrap_or_else(|| {
+                        panic!("node {id}: no term for snapshot index {}", taken.index)
+                    });
+                    slot.persisted.entries.retain(|e| e.index > taken.index);
+                    slot.persisted.snapshot = Some(Snapshot {
+                        meta: raft::SnapshotMeta {
+                            index: taken.index,
+                            term,
+                            voters: slot.voters.clone(),
+                        },
+                        data: taken.data,
+                    });
+                }
+                Ok(None) => {}
+                Err(error) => panic!("node {id}: {error}"),
+            }
+            slot.max_raft_state_bytes_seen = slot
+                .max_raft_state_bytes_seen
+                .max(slot.persisted.raft_state_bytes());
+            for message in std::mem::take(&mut ready.messages) {
+                self.send_raft(message);
+            }
+            self.route(id, outbox);
+        }
+    }
+}
