@@ -24,5 +24,6 @@ pub mod ourkv;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod shard;
 pub mod ssh;
 pub mod workload;
