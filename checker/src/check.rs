@@ -47,6 +47,26 @@ impl UnknownReason {
     }
 }
 
+/// When the graph pre-pass ([`crate::graph`]) runs. It only ever proves
+/// violations (a cycle or an impossible read, with an explanation); the
+/// search alone decides "linearizable". Models it does not support, and
+/// histories whose written values are not unique, skip it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphMode {
+    /// Never.
+    Off,
+    /// On a partition whose search runs long (more than
+    /// [`GRAPH_AFTER_STEPS`] steps, or eight per operation): a violation it
+    /// finds ends the search at once. And on every partition the search
+    /// found not linearizable, to add the graph's explanation.
+    Auto,
+    /// Before every partition's search; a violation skips the search.
+    First,
+}
+
+/// Search steps on one partition before [`GraphMode::Auto`] asks the graph.
+pub const GRAPH_AFTER_STEPS: u64 = 1 << 14;
+
 /// Limits and knobs of a check.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -62,6 +82,9 @@ pub struct Options {
     /// kv c50-bad takes minutes and gigabytes), and one violation decides the
     /// verdict. Turn off to get every failing key explained.
     pub stop_on_first_violation: bool,
+    /// When the graph pre-pass runs (only through [`check_history`], which
+    /// knows the model by name).
+    pub graph: GraphMode,
 }
 
 impl Default for Options {
@@ -71,6 +94,7 @@ impl Default for Options {
             max_memory_bytes: 2 << 30,
             threads: 0,
             stop_on_first_violation: true,
+            graph: GraphMode::Auto,
         }
     }
 }
@@ -92,7 +116,8 @@ pub struct PartitionResult {
     pub longest_prefix: Vec<usize>,
     /// For a violation: the operations that could not be linearized after
     /// `longest_prefix` (the one whose completion blocked first, then the
-    /// pending ones that were tried and illegal).
+    /// pending ones that were tried and illegal). When the graph pre-pass
+    /// decided (`decided_by_graph`), the operations its proof involves.
     pub unlinearizable: Vec<usize>,
     /// The model state after `longest_prefix`, described.
     pub state_after_prefix: Option<String>,
@@ -102,6 +127,11 @@ pub struct PartitionResult {
     pub memory_bytes: usize,
     /// Search time.
     pub elapsed: Duration,
+    /// The graph pre-pass's proof of a violation in this partition, if it found one.
+    pub proof: Option<GraphViolation>,
+    /// Whether the verdict came from the graph pre-pass (the search was
+    /// skipped or stopped early) rather than from the search.
+    pub decided_by_graph: bool,
 }
 
 /// The result of checking a history.
@@ -145,9 +175,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::graph::{GraphVerdict, GraphViolation};
 use crate::history::{History, Status};
 use crate::model::{Model, ModelError, ModelKind};
-use crate::search::{search, Budget, PreparedOp};
+use crate::search::{search, search_probed, Budget, PreparedOp, Probe, SearchOutcome};
+
+/// The outcome of a partition the graph pre-pass settled before any search.
+fn proven_outcome() -> SearchOutcome {
+    SearchOutcome {
+        verdict: Verdict::NotLinearizable,
+        unknown_reason: None,
+        longest_prefix: Vec::new(),
+        unlinearizable: Vec::new(),
+        state_after_prefix: None,
+        cache_entries: 0,
+        memory_bytes: 0,
+    }
+}
 
 /// Checks `history` against the model named by `kind`.
 pub fn check_history(
@@ -156,15 +200,28 @@ pub fn check_history(
     options: &Options,
 ) -> Result<CheckResult, ModelError> {
     use crate::model::{kv, multi_register, mutex, register};
+    let prove = |key: Option<&str>| crate::graph::check_partition(history, kind, key);
+    let prover: Option<&Prover> = if crate::graph::supports(kind) && options.graph != GraphMode::Off
+    {
+        Some(&prove)
+    } else {
+        None
+    };
     match kind {
-        ModelKind::Kv => check_with(history, &kv::Kv, options),
-        ModelKind::KvUnpartitioned => check_with(history, &kv::KvUnpartitioned, options),
-        ModelKind::Register { initial } => {
-            check_with(history, &register::Register::register(initial), options)
-        }
-        ModelKind::CasRegister { initial } => {
-            check_with(history, &register::Register::cas_register(initial), options)
-        }
+        ModelKind::Kv => check_inner(history, &kv::Kv, options, prover),
+        ModelKind::KvUnpartitioned => check_inner(history, &kv::KvUnpartitioned, options, prover),
+        ModelKind::Register { initial } => check_inner(
+            history,
+            &register::Register::register(initial),
+            options,
+            prover,
+        ),
+        ModelKind::CasRegister { initial } => check_inner(
+            history,
+            &register::Register::cas_register(initial),
+            options,
+            prover,
+        ),
         ModelKind::Etcd => check_with(history, &register::Register::etcd(), options),
         ModelKind::MultiRegister { initial } => check_with(
             history,
@@ -174,6 +231,9 @@ pub fn check_history(
         ModelKind::Mutex => check_with(history, &mutex::Mutex, options),
     }
 }
+
+/// The graph pre-pass of one partition (by key).
+type Prover<'a> = dyn Fn(Option<&str>) -> GraphVerdict + Sync + 'a;
 
 type Partition<'h, O> = (Option<&'h str>, Vec<PreparedOp<O>>);
 
@@ -221,10 +281,21 @@ fn cores() -> usize {
 
 /// Checks `history` against `model`: one search per partition, partitions
 /// spread over `options.threads` threads, largest first.
+///
+/// The graph pre-pass needs the model by name: use [`check_history`] for it.
 pub fn check_with<M: Model>(
     history: &History,
     model: &M,
     options: &Options,
+) -> Result<CheckResult, ModelError> {
+    check_inner(history, model, options, None)
+}
+
+fn check_inner<M: Model>(
+    history: &History,
+    model: &M,
+    options: &Options,
+    prover: Option<&Prover<'_>>,
 ) -> Result<CheckResult, ModelError> {
     let started = Instant::now();
     let groups = partition(history, model)?;
@@ -251,13 +322,56 @@ pub fn check_with<M: Model>(
         let Some(&g) = work.get(w) else { break };
         let (key, ops) = &groups[g];
         let partition_started = Instant::now();
+        let mut proof: Option<GraphViolation> = None;
+        let mut decided_by_graph = false;
         let outcome = if budget.stop.load(Ordering::SeqCst) {
             None
         } else {
-            Some(search(model, ops, &budget))
+            match (prover, options.graph) {
+                (Some(prove), GraphMode::First) => match prove(*key) {
+                    GraphVerdict::Violation(v) => {
+                        decided_by_graph = true;
+                        proof = Some(v);
+                        Some(proven_outcome())
+                    }
+                    _ => Some(search(model, ops, &budget)),
+                },
+                (Some(prove), GraphMode::Auto) => {
+                    let mut run = || match prove(*key) {
+                        GraphVerdict::Violation(v) => {
+                            proof = Some(v);
+                            true
+                        }
+                        _ => false,
+                    };
+                    let after_steps = GRAPH_AFTER_STEPS.max(8 * ops.len() as u64);
+                    let probe = Probe {
+                        after_steps,
+                        run: &mut run,
+                    };
+                    let o = search_probed(model, ops, &budget, Some(probe));
+                    decided_by_graph = proof.is_some();
+                    Some(o)
+                }
+                _ => Some(search(model, ops, &budget)),
+            }
         };
+        // The search found a violation by itself: add the graph's explanation.
+        if let (Some(prove), Some(o)) = (prover, &outcome) {
+            if o.verdict == Verdict::NotLinearizable && proof.is_none() {
+                if let GraphVerdict::Violation(v) = prove(*key) {
+                    proof = Some(v);
+                }
+            }
+        }
         let result = match outcome {
-            Some(o) => {
+            Some(mut o) => {
+                // Decided by the graph: the operations its proof involves.
+                if decided_by_graph {
+                    if let Some(p) = &proof {
+                        o.unlinearizable = p.operations.clone();
+                    }
+                }
                 if o.verdict == Verdict::NotLinearizable && options.stop_on_first_violation {
                     budget.stop(UnknownReason::Cancelled);
                 }
@@ -272,6 +386,8 @@ pub fn check_with<M: Model>(
                     cache_entries: o.cache_entries,
                     memory_bytes: o.memory_bytes,
                     elapsed: partition_started.elapsed(),
+                    proof,
+                    decided_by_graph,
                 }
             }
             None => PartitionResult {
@@ -285,6 +401,8 @@ pub fn check_with<M: Model>(
                 cache_entries: 0,
                 memory_bytes: 0,
                 elapsed: partition_started.elapsed(),
+                proof: None,
+                decided_by_graph: false,
             },
         };
         if let Ok(mut slots) = results.lock() {

@@ -217,6 +217,53 @@ pub fn check(history: &History, model: &ModelKind) -> GraphVerdict {
     }
 }
 
+/// Whether the pre-pass understands `model` (`kv`, `kv-unpartitioned`,
+/// `register`, `cas-register`).
+pub fn supports(model: &ModelKind) -> bool {
+    matches!(
+        model,
+        ModelKind::Kv
+            | ModelKind::KvUnpartitioned
+            | ModelKind::Register { .. }
+            | ModelKind::CasRegister { .. }
+    )
+}
+
+/// The pre-pass over the one partition of `history` that `key` names, as
+/// the search partitions it under `model` (for `kv-unpartitioned`, whose
+/// search has one partition, every key is analysed).
+pub fn check_partition(history: &History, model: &ModelKind, key: Option<&str>) -> GraphVerdict {
+    let family = match model {
+        ModelKind::KvUnpartitioned => return check(history, model),
+        ModelKind::Kv => Family::Kv,
+        ModelKind::Register { initial } | ModelKind::CasRegister { initial } => {
+            Family::Register { initial }
+        }
+        other => {
+            return GraphVerdict::NotApplicable(format!(
+                "the graph pre-pass does not support model {}",
+                other.name()
+            ))
+        }
+    };
+    let ids: Vec<usize> = history
+        .operations
+        .iter()
+        .filter(|op| op.key.as_deref() == key)
+        .map(|op| op.id)
+        .collect();
+    let partition = Partition {
+        history,
+        key,
+        ids: &ids,
+    };
+    match partition.check(family) {
+        Ok(()) => GraphVerdict::NoViolationFound,
+        Err(Stop::Violation(v)) => GraphVerdict::Violation(v),
+        Err(Stop::NotApplicable(why)) => GraphVerdict::NotApplicable(why),
+    }
+}
+
 /// Below this many operations the pre-pass runs on the calling thread
 /// (starting threads and asking for the core count cost more than the work).
 const PARALLEL_OPERATIONS_MIN: usize = 20_000;

@@ -35,7 +35,8 @@ pub struct ReportOptions {
     /// Operations kept before and after the first unlinearizable operation
     /// of a failing key.
     pub window_operations: usize,
-    /// An explanation to show on top (e.g. the graph pre-pass's).
+    /// An explanation to show on top; `None` shows the graph pre-pass's
+    /// proofs from the result, if any.
     pub explanation: Option<String>,
 }
 
@@ -315,7 +316,16 @@ pub fn render_with(history: &History, result: &CheckResult, options: &ReportOpti
         "left_out": left_out,
         "omitted_rows": omitted_rows,
         "max_bytes": options.max_bytes,
-        "explanation": options.explanation.clone().unwrap_or_default(),
+        // Given one, else the graph pre-pass's proofs of the failing keys.
+        "explanation": options.explanation.clone().unwrap_or_else(|| {
+            result
+                .violations()
+                .filter_map(|p| p.proof.as_ref())
+                .take(10)
+                .map(|v| v.explanation.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        }),
         "partitions_list": entries,
     });
     let json = summary.to_string().replace("</", "<\\/");

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use checker::history::{read_file, Format};
 use checker::model::ModelKind;
-use checker::{check_history, Options, Value, Verdict};
+use checker::{check_history, GraphMode, Options, Value, Verdict};
 
 /// Exit status for bad usage or bad input (clap uses 2 for usage errors too).
 const EXIT_BAD_INPUT: u8 = 2;
@@ -65,6 +65,12 @@ struct CheckArgs {
     /// to explain every failing key (by default the others are cancelled).
     #[arg(long)]
     all_keys: bool,
+    /// The graph pre-pass (kv, register, cas-register with unique written
+    /// values): `auto` asks it when a key's search runs long and to explain a
+    /// violation, `first` before every search, `off` never. It only proves
+    /// violations; the search decides "linearizable".
+    #[arg(long, value_enum, default_value_t = GraphArg::Auto)]
+    graph: GraphArg,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -94,6 +100,13 @@ enum FormatArg {
     Edn,
     PorcupineKv,
     PorcupineEtcd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum GraphArg {
+    Off,
+    Auto,
+    First,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -156,6 +169,11 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         max_memory_bytes: args.max_memory_mib.saturating_mul(1 << 20),
         threads: args.threads,
         stop_on_first_violation: !args.all_keys,
+        graph: match args.graph {
+            GraphArg::Off => GraphMode::Off,
+            GraphArg::Auto => GraphMode::Auto,
+            GraphArg::First => GraphMode::First,
+        },
     };
     eprintln!(
         "checking {} ({} operations, format {}, model {})",

@@ -48,12 +48,16 @@ fn partition_json(history: &History, p: &PartitionResult) -> Json {
         "state_after_prefix": p.state_after_prefix,
         "cache_entries": p.cache_entries,
         "elapsed_ms": p.elapsed.as_secs_f64() * 1000.0,
+        "explanation": p.proof.as_ref().map(|v| v.explanation.as_str()),
+        "decided_by": if p.decided_by_graph { "graph" } else { "search" },
     })
 }
 
 /// The `--json` object: `valid`, `operations`, `partitions`, `elapsed_ms`,
 /// and for a violation the failing partitions with their unlinearizable
-/// operations and longest linearizable prefix (last operations only).
+/// operations and longest linearizable prefix (last operations only), and
+/// the graph pre-pass's explanations (`explanations`, and per failure
+/// `explanation` and `decided_by`: `graph` or `search`).
 pub fn to_json(history: &History, result: &CheckResult) -> Json {
     let failures: Vec<Json> = result
         .partition_results
@@ -70,6 +74,12 @@ pub fn to_json(history: &History, result: &CheckResult) -> Json {
         .filter_map(|&id| history.operations.get(id))
         .map(operation_json)
         .collect();
+    let explanations: Vec<&str> = result
+        .violations()
+        .filter_map(|p| p.proof.as_ref())
+        .take(REPORT_PARTITIONS_MAX)
+        .map(|v| v.explanation.as_str())
+        .collect();
     json!({
         "valid": result.verdict.to_json(),
         "model": result.model,
@@ -80,6 +90,7 @@ pub fn to_json(history: &History, result: &CheckResult) -> Json {
         "cache_entries": result.cache_entries,
         "memory_bytes": result.memory_bytes,
         "unlinearizable": unlinearizable,
+        "explanations": explanations,
         "failures": failures,
     })
 }
@@ -110,6 +121,14 @@ pub fn summary(
     ));
     for p in result.violations().take(10) {
         let key = p.key.as_deref().unwrap_or("(single object)");
+        if let Some(proof) = &p.proof {
+            let by = if p.decided_by_graph {
+                "graph pre-pass (search stopped)"
+            } else {
+                "graph pre-pass"
+            };
+            out.push_str(&format!("key {key}: {by}: {}\n", proof.explanation));
+        }
         out.push_str(&format!(
             "key {key}: linearized {} of {} operations; state then: {}\n",
             p.longest_prefix.len(),
@@ -131,10 +150,10 @@ pub fn summary(
         }
         for (i, &id) in p.unlinearizable.iter().take(10).enumerate() {
             if let Some(op) = history.operations.get(id) {
-                let label = if i == 0 {
-                    "cannot linearize"
-                } else {
-                    "  also illegal"
+                let label = match (p.decided_by_graph, i) {
+                    (true, _) => "        involved",
+                    (false, 0) => "cannot linearize",
+                    (false, _) => "  also illegal",
                 };
                 out.push_str(&format!("  {label}: {} (line {})\n", describe(op), op.line));
             }

@@ -51,6 +51,13 @@ const TWIN_SCAN_MAX: usize = 256;
 /// ops are invoked between the first pending return and theirs.
 const LOOKAHEAD_OPS_MAX: usize = 64;
 
+/// Observers not yet invoked that are checked with `may_become_legal` at each node.
+const FUTURE_OBSERVERS: usize = 2;
+
+/// The same bound for those future observers: larger, because one read after
+/// a long run of appends is what prunes the run's orders.
+const FUTURE_LOOKAHEAD_OPS_MAX: usize = 256;
+
 const NONE: u32 = u32::MAX;
 const ILLEGAL: u32 = u32::MAX - 1;
 const HEAD: u32 = 0;
@@ -546,8 +553,29 @@ impl Entries {
     }
 }
 
+/// A second opinion the search asks for once, after `after_steps`
+/// iterations, when a partition turns out expensive: the graph pre-pass.
+/// `run` returning `true` means the partition is proven not linearizable
+/// (by a sound argument of its own), and the search stops with that verdict.
+pub struct Probe<'a> {
+    /// Iterations before asking (rounded up to [`BUDGET_CHECK_INTERVAL_STEPS`]).
+    pub after_steps: u64,
+    /// The check; called at most once.
+    pub run: &'a mut dyn FnMut() -> bool,
+}
+
 /// Checks one partition.
 pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -> SearchOutcome {
+    search_probed(model, ops, budget, None)
+}
+
+/// Checks one partition, asking `probe` once if the search runs long.
+pub fn search_probed<M: Model>(
+    model: &M,
+    ops: &[PreparedOp<M::Op>],
+    budget: &Budget,
+    probe: Option<Probe<'_>>,
+) -> SearchOutcome {
     // Unknown-outcome ops nothing could observe are left out up front.
     let prepared: Vec<&M::Op> = ops.iter().map(|o| &o.op).collect();
     let optional: Vec<bool> = ops.iter().map(|o| o.ret.is_none()).collect();
@@ -559,15 +587,16 @@ pub fn search<M: Model>(model: &M, ops: &[PreparedOp<M::Op>], budget: &Budget) -
             .filter(|(o, &d)| !(d && o.ret.is_none()))
             .map(|(o, _)| o.clone())
             .collect();
-        return search_prepared(model, &kept, budget);
+        return search_prepared(model, &kept, budget, probe);
     }
-    search_prepared(model, ops, budget)
+    search_prepared(model, ops, budget, probe)
 }
 
 fn search_prepared<M: Model>(
     model: &M,
     ops: &[PreparedOp<M::Op>],
     budget: &Budget,
+    mut probe: Option<Probe<'_>>,
 ) -> SearchOutcome {
     // Local numbering: definite operations first, in call order, then unknown-outcome ones.
     let mut order: Vec<usize> = (0..ops.len()).collect();
@@ -590,6 +619,13 @@ fn search_prepared<M: Model>(
             *twin = j as u32;
         }
     }
+    // Definite ops whose legality the lookahead checks (reads), in call order.
+    let observer: Vec<bool> = (0..ops.len())
+        .map(|i| i < definite && model.observes(&local(i as u32).op))
+        .collect();
+    let observers: Vec<u32> = (0..definite as u32)
+        .filter(|&i| observer[i as usize])
+        .collect();
     let mut entries = Entries::new(&calls, &returns);
     let mut linearized = Linearized::new(definite, ops.len());
     let mut cache = Cache::new();
@@ -702,6 +738,32 @@ fn search_prepared<M: Model>(
             } else {
                 None
             };
+            let proven = match probe.take() {
+                Some(p) if iterations >= p.after_steps => (p.run)(),
+                other => {
+                    probe = other;
+                    false
+                }
+            };
+            if proven {
+                budget
+                    .memory_used_bytes
+                    .fetch_sub(reported_bytes, Ordering::Relaxed);
+                if best_depth.is_none_or(|d| stack.len() > d) {
+                    best_prefix = stack.iter().map(|&(op, _)| op).collect();
+                    best_blocked.clear();
+                    best_state = state;
+                }
+                return finish(
+                    Verdict::NotLinearizable,
+                    None,
+                    &best_prefix,
+                    &best_blocked,
+                    Some(&states.states[best_state as usize]),
+                    &cache,
+                    bytes,
+                );
+            }
             if let Some(reason) = reason {
                 if reason != UnknownReason::Cancelled {
                     budget.stop(reason);
@@ -761,9 +823,12 @@ fn search_prepared<M: Model>(
                         remaining -= 1;
                     }
                     open_frame(&entries, &mut candidates, &mut frames);
-                    // Abandon the node at once if the earliest pending
-                    // return's op can no longer become legal: only the
-                    // current candidates may come before it.
+                    // Abandon the node at once if an op that must still be
+                    // linearized can no longer become legal (model hook).
+                    // Only observers (reads) can fail that test; the ops
+                    // that may come before an op x are the candidates plus
+                    // the ops invoked between the earliest pending return
+                    // and x's return.
                     let mut e = entries.next[HEAD as usize];
                     while e != NONE && entries.is_call[e as usize] {
                         e = entries.next[e as usize];
@@ -771,34 +836,54 @@ fn search_prepared<M: Model>(
                     if e != NONE {
                         let blocking = entries.op[e as usize];
                         let start = frames[frames.len() - 1].0 as usize;
-                        via.clear();
-                        via.extend(candidates[start..].iter().map(|&c| &local(c).op));
                         let current = &states.states[state as usize];
-                        let mut dead = !model.may_become_legal(current, &local(blocking).op, &via);
-                        // The same for every other pending definite op: before
-                        // it may come the candidates and the ops invoked
-                        // before its return (checked when those are few).
                         let first_return = returns[blocking as usize].unwrap_or(usize::MAX);
-                        let frontier = via.len();
-                        for &x in &candidates[start..] {
+                        let frontier = candidates.len() - start;
+                        via.clear();
+                        let mut dead = false;
+                        if observer[blocking as usize] {
+                            via.extend(candidates[start..].iter().map(|&c| &local(c).op));
+                            dead = !model.may_become_legal(current, &local(blocking).op, &via);
+                        }
+                        let range = |lo: usize, hi: usize, x_return: usize| {
+                            let slice = &calls[lo..hi];
+                            lo + slice.partition_point(|&c| c < first_return)
+                                ..lo + slice.partition_point(|&c| c < x_return)
+                        };
+                        // Pending observers, then the next few not yet
+                        // invoked (a read at the end of a run of appends
+                        // fixes their order long before it is invoked).
+                        let first_future =
+                            observers.partition_point(|&o| calls[o as usize] < first_return);
+                        let pending = candidates[start..]
+                            .iter()
+                            .copied()
+                            .filter(|&x| x != blocking && observer[x as usize]);
+                        let future = observers[first_future..]
+                            .iter()
+                            .copied()
+                            .take(FUTURE_OBSERVERS);
+                        for x in pending.chain(future) {
                             if dead {
                                 break;
                             }
                             let Some(x_return) = returns[x as usize] else {
                                 continue;
                             };
-                            if x == blocking {
+                            let later_definite = range(0, definite, x_return);
+                            let later_optional = range(definite, ops.len(), x_return);
+                            let later = later_definite.len() + later_optional.len();
+                            let limit =
+                                if (x as usize) < definite && calls[x as usize] > first_return {
+                                    FUTURE_LOOKAHEAD_OPS_MAX
+                                } else {
+                                    LOOKAHEAD_OPS_MAX
+                                };
+                            if later > limit {
                                 continue;
                             }
-                            let range = |lo: usize, hi: usize| {
-                                let slice = &calls[lo..hi];
-                                lo + slice.partition_point(|&c| c < first_return)
-                                    ..lo + slice.partition_point(|&c| c < x_return)
-                            };
-                            let later_definite = range(0, definite);
-                            let later_optional = range(definite, ops.len());
-                            if later_definite.len() + later_optional.len() > LOOKAHEAD_OPS_MAX {
-                                continue;
+                            if via.is_empty() && frontier > 0 {
+                                via.extend(candidates[start..].iter().map(|&c| &local(c).op));
                             }
                             via.truncate(frontier);
                             via.extend(later_definite.map(|i| &local(i as u32).op));
@@ -963,15 +1048,61 @@ mod tests {
         );
     }
 
-    /// A hard history: many concurrent writes and reads that force backtracking.
-    fn hard_history(n: usize) -> Vec<(usize, Option<usize>, RegisterOp)> {
-        let mut list = Vec::new();
-        for i in 0..n {
-            list.push((i, Some(10 * n + i), w(i as i64 + 1)));
+    /// A counter whose reads the search cannot look ahead to (no
+    /// `observes`): the worst case, every subset of concurrent adds is a
+    /// distinct state.
+    struct Sum;
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum SumOp {
+        Add(u64),
+        Read(u64),
+    }
+
+    impl Model for Sum {
+        type State = u64;
+        type Op = SumOp;
+        fn name(&self) -> &'static str {
+            "sum"
         }
-        // Reads at the end observe a value no write produced: never linearizable,
-        // but the search must try every order of the writes to know.
-        list.push((10 * n + n + 1, Some(10 * n + n + 2), r(-1)));
+        fn init(&self) -> u64 {
+            0
+        }
+        fn prepare(
+            &self,
+            op: &crate::history::Operation,
+        ) -> Result<Option<SumOp>, crate::model::ModelError> {
+            Err(crate::model::ModelError::unknown_f(op, "sum"))
+        }
+        fn step(&self, state: &u64, op: &SumOp) -> Option<u64> {
+            match op {
+                SumOp::Add(k) => Some(state.wrapping_add(*k)),
+                SumOp::Read(v) => (v == state).then_some(*state),
+            }
+        }
+        fn describe_state(&self, state: &u64) -> String {
+            state.to_string()
+        }
+    }
+
+    /// A hard history: `n` concurrent adds of distinct powers of two, then a
+    /// read of a sum no subset gives: never linearizable, but the search
+    /// must try every subset of the adds to know.
+    fn hard_history(n: usize) -> Vec<PreparedOp<SumOp>> {
+        let mut list: Vec<PreparedOp<SumOp>> = (0..n)
+            .map(|i| PreparedOp {
+                id: i,
+                op: SumOp::Add(1 << i),
+                call: i,
+                ret: Some(10 * n + i),
+            })
+            .collect();
+        list.push(PreparedOp {
+            id: n,
+            op: SumOp::Read(u64::MAX),
+            call: 11 * n + 1,
+            ret: Some(11 * n + 2),
+        });
         list
     }
 
@@ -979,11 +1110,7 @@ mod tests {
     fn time_budget_gives_unknown() {
         let budget = Budget::new(Some(Instant::now() + Duration::from_millis(50)), usize::MAX);
         let started = Instant::now();
-        let out = search(
-            &Register::cas_register(&crate::Value::Int(0)),
-            &ops(&hard_history(40)),
-            &budget,
-        );
+        let out = search(&Sum, &hard_history(40), &budget);
         assert_eq!(out.verdict, Verdict::Unknown);
         assert_eq!(out.unknown_reason, Some(UnknownReason::Timeout));
         assert!(started.elapsed() < Duration::from_secs(20));
@@ -993,11 +1120,7 @@ mod tests {
     #[test]
     fn memory_budget_gives_unknown() {
         let budget = Budget::new(None, 1 << 20);
-        let out = search(
-            &Register::cas_register(&crate::Value::Int(0)),
-            &ops(&hard_history(40)),
-            &budget,
-        );
+        let out = search(&Sum, &hard_history(40), &budget);
         assert_eq!(out.verdict, Verdict::Unknown);
         assert_eq!(out.unknown_reason, Some(UnknownReason::Memory));
         assert!(out.memory_bytes >= 1 << 20, "{}", out.memory_bytes);
@@ -1008,11 +1131,7 @@ mod tests {
     fn stop_flag_cancels() {
         let budget = Budget::new(None, usize::MAX);
         budget.stop(UnknownReason::Cancelled);
-        let out = search(
-            &Register::cas_register(&crate::Value::Int(0)),
-            &ops(&hard_history(40)),
-            &budget,
-        );
+        let out = search(&Sum, &hard_history(40), &budget);
         assert_eq!(out.verdict, Verdict::Unknown);
         assert_eq!(out.unknown_reason, Some(UnknownReason::Cancelled));
     }

@@ -107,26 +107,39 @@ fn bad_input_is_status_2_with_file_and_line() {
     assert_eq!(code, 2);
 }
 
+/// `n` concurrent writes of 0..n (plus, with `duplicate`, a second write of
+/// 5), then two sequential reads of 0 and then 1: not linearizable (after
+/// all writes the value cannot change), and refuting it by search needs
+/// nearly every subset of the writes.
+fn hard_history(n: usize, duplicate: bool) -> String {
+    let mut text = String::new();
+    let extra = usize::from(duplicate);
+    for p in 0..n + extra {
+        let value = if p < n { p } else { 5 };
+        text.push_str(&format!(
+            "{{\"process\":{p},\"type\":\"invoke\",\"f\":\"write\",\"value\":{value}}}\n"
+        ));
+    }
+    for p in 0..n + extra {
+        let value = if p < n { p } else { 5 };
+        text.push_str(&format!(
+            "{{\"process\":{p},\"type\":\"ok\",\"f\":\"write\",\"value\":{value}}}\n"
+        ));
+    }
+    for value in [0, 1] {
+        text.push_str("{\"process\":99,\"type\":\"invoke\",\"f\":\"read\",\"value\":null}\n");
+        text.push_str(&format!(
+            "{{\"process\":99,\"type\":\"ok\",\"f\":\"read\",\"value\":{value}}}\n"
+        ));
+    }
+    text
+}
+
 #[test]
 fn timeout_is_status_3() {
-    // 14 concurrent writes, then a read of a value nobody wrote: refuting it
-    // needs every order of the writes, far more than 1 ms.
-    let mut text = String::new();
-    let n = 14;
-    for p in 0..n {
-        text.push_str(&format!(
-            "{{\"process\":{p},\"type\":\"invoke\",\"f\":\"write\",\"value\":{p}}}\n"
-        ));
-    }
-    for p in 0..n {
-        text.push_str(&format!(
-            "{{\"process\":{p},\"type\":\"ok\",\"f\":\"write\",\"value\":{p}}}\n"
-        ));
-    }
-    text.push_str("{\"process\":99,\"type\":\"invoke\",\"f\":\"read\",\"value\":null}\n");
-    text.push_str("{\"process\":99,\"type\":\"ok\",\"f\":\"read\",\"value\":-1}\n");
+    // Values not unique: the graph pre-pass cannot help, the search must grind.
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "hard.jsonl", &text);
+    let path = write(dir.path(), "hard.jsonl", &hard_history(16, true));
     let (code, stdout, _) = checker(&[
         "check",
         "--model",
@@ -140,6 +153,58 @@ fn timeout_is_status_3() {
     let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(json["valid"], "unknown");
     assert_eq!(json["unknown_reason"], "timeout");
+}
+
+#[test]
+fn graph_prepass_settles_a_hard_violation_with_an_explanation() {
+    // Unique values: the graph sees read 0 -> read 1 against "every write
+    // completed before the reads" as a cycle, while the search alone would
+    // take far longer than the budget.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "hard.jsonl", &hard_history(16, false));
+    for mode in ["auto", "first"] {
+        let (code, stdout, _) = checker(&[
+            "check",
+            "--model",
+            "register",
+            "--graph",
+            mode,
+            "--timeout",
+            "60",
+            "--json",
+            &path,
+        ]);
+        assert_eq!(code, 1, "--graph {mode}: {stdout}");
+        let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(json["valid"], false);
+        let explanation = json["explanations"][0].as_str().unwrap_or_default();
+        assert!(explanation.contains("cycle"), "{explanation}");
+        assert_eq!(json["failures"][0]["decided_by"], "graph");
+        // The reads are named among the operations involved.
+        let involved: Vec<i64> = json["unlinearizable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| op["id"].as_i64().unwrap())
+            .collect();
+        assert!(
+            involved.contains(&16) && involved.contains(&17),
+            "{involved:?}"
+        );
+    }
+    // Without the graph, the same budget-bound check cannot decide in 1 ms.
+    let (code, stdout, _) = checker(&[
+        "check",
+        "--model",
+        "register",
+        "--graph",
+        "off",
+        "--timeout",
+        "0.001",
+        "--json",
+        &path,
+    ]);
+    assert_eq!(code, 3, "{stdout}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use checker::history::{Event, EventKind, History};
 use checker::model::ModelKind;
 use checker::oracle;
 use checker::value::Value;
-use checker::{Options, Verdict};
+use checker::{GraphMode, Options, Verdict};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -210,6 +210,18 @@ fn checker_verdict(history: &History, kind: &ModelKind) -> Verdict {
         .verdict
 }
 
+/// The verdict with the graph pre-pass run before every search (so any
+/// violation it claims decides), and whether it decided.
+fn graph_first_verdict(history: &History, kind: &ModelKind) -> (Verdict, bool) {
+    let options = Options {
+        graph: GraphMode::First,
+        ..Options::default()
+    };
+    let result = check_history(history, kind, &options).expect("model accepts the history");
+    let by_graph = result.partition_results.iter().any(|p| p.decided_by_graph);
+    (result.verdict, by_graph)
+}
+
 #[test]
 fn checker_agrees_with_oracle_on_random_small_histories() {
     for (family, base) in [
@@ -236,6 +248,15 @@ fn checker_agrees_with_oracle_on_random_small_histories() {
                     h.operations
                 );
                 verdicts[usize::from(expected)] += 1;
+                // The wired-in pre-pass, run first, must not change any verdict.
+                let (first, by_graph) = graph_first_verdict(&h, &kind);
+                assert_eq!(
+                    first,
+                    got,
+                    "SEED={seed} model={} with --graph first (decided by graph: {by_graph})\n{:#?}",
+                    kind.name(),
+                    h.operations
+                );
             }
             println!(
                 "model {}: {} linearizable, {} not",
@@ -270,45 +291,59 @@ fn graph_prepass_is_sound_and_complete_where_claimed() {
         (Family::Register, 5_000_000),
         (Family::CasRegister, 6_000_000),
     ] {
-        let kind = &kinds(family)[0];
-        let (mut found, mut violations) = (0usize, 0usize);
-        for seed in seeds(base) {
-            let operations = 1 + (seed % 8) as usize;
-            let h = random_history(seed, family, operations, true);
-            let linearizable = oracle::check(&h, kind).expect("small enough");
-            let verdict = graph::check(&h, kind);
-            if let GraphVerdict::Violation(v) = &verdict {
-                assert!(
+        for kind in kinds(family).iter().filter(|k| graph::supports(k)) {
+            let (mut found, mut violations) = (0usize, 0usize);
+            for seed in seeds(base) {
+                let operations = 1 + (seed % 8) as usize;
+                let h = random_history(seed, family, operations, true);
+                let linearizable = oracle::check(&h, kind).expect("small enough");
+                let verdict = graph::check(&h, kind);
+                // The same through check_history with the graph first: a
+                // violation decided by the graph must be a real one.
+                let (wired, by_graph) = graph_first_verdict(&h, kind);
+                assert_eq!(
+                wired == Verdict::Linearizable,
+                linearizable,
+                "SEED={seed} model={}: check_history with --graph first (decided by graph: {by_graph})\n{:#?}",
+                kind.name(),
+                h.operations
+            );
+                if by_graph {
+                    assert!(matches!(verdict, GraphVerdict::Violation(_)), "SEED={seed}");
+                }
+                if let GraphVerdict::Violation(v) = &verdict {
+                    assert!(
                     !linearizable,
                     "SEED={seed} model={}: the graph reported a violation in a linearizable history: {}\n{:#?}",
                     kind.name(),
                     v.explanation,
                     h.operations
                 );
-                found += 1;
-            }
-            if !linearizable {
-                violations += 1;
-                // Registers without CAS: blocks and real time decide exactly.
-                if family == Family::Register {
-                    assert!(
+                    found += 1;
+                }
+                if !linearizable {
+                    violations += 1;
+                    // Registers without CAS: blocks and real time decide exactly.
+                    if family == Family::Register {
+                        assert!(
                         matches!(verdict, GraphVerdict::Violation(_)),
                         "SEED={seed}: register violation missed by the graph: {verdict:?}\n{:#?}",
                         h.operations
                     );
+                    }
                 }
             }
-        }
-        println!(
-            "model {}: graph found {found} of {violations} violations",
-            kind.name()
-        );
-        if env_u64("SEED").is_none() {
-            assert!(
-                found > 0,
-                "{}: the graph never found a violation",
+            println!(
+                "model {}: graph found {found} of {violations} violations",
                 kind.name()
             );
+            if env_u64("SEED").is_none() {
+                assert!(
+                    found > 0,
+                    "{}: the graph never found a violation",
+                    kind.name()
+                );
+            }
         }
     }
 }

@@ -171,6 +171,10 @@ impl Model for Kv {
         }
     }
 
+    fn observes(&self, op: &KvOp) -> bool {
+        matches!(op, KvOp::Get(_))
+    }
+
     fn state_heap_bytes(&self, state: &KvValue) -> usize {
         state.as_str().len() + 16
     }
@@ -271,6 +275,10 @@ impl Model for KvUnpartitioned {
             || via
                 .iter()
                 .any(|(k, o)| k == key && matches!(o, KvOp::Put(_)))
+    }
+
+    fn observes(&self, (_, op): &(Arc<str>, KvOp)) -> bool {
+        matches!(op, KvOp::Get(_))
     }
 
     fn describe_state(&self, state: &KvMap) -> String {

@@ -92,6 +92,17 @@ pub trait Model: Sync {
         true
     }
 
+    /// Whether [`Model::may_become_legal`] can ever answer `false` for `op`
+    /// (a read: it needs a particular state). The search looks ahead to such
+    /// ops even before they are invoked: a future read whose value can no
+    /// longer be reached kills a node at once. Without this, appends to one
+    /// key followed by a single read try every order of the appends (each
+    /// order is a new state, so memoisation cannot help). Default `false`.
+    fn observes(&self, op: &Self::Op) -> bool {
+        let _ = op;
+        false
+    }
+
     /// Heap bytes a state owns beyond its inline size (counted against the
     /// memory budget; long kv strings are the case that matters).
     fn state_heap_bytes(&self, state: &Self::State) -> usize {

@@ -196,6 +196,10 @@ impl Model for Register {
                 .any(|o| matches!(o, RegisterOp::Write(w) | RegisterOp::Cas(_, w) if w == needed))
     }
 
+    fn observes(&self, op: &RegisterOp) -> bool {
+        matches!(op, RegisterOp::Read(_) | RegisterOp::Cas(..))
+    }
+
     /// An unknown write of `v` (or CAS to `v`) is unobservable when no read
     /// returned `v` and no CAS expected `v`: any op between it and the next
     /// change would have observed `v`. A failed CAS (etcd reading) observes
