@@ -64,6 +64,8 @@
 pub mod cluster;
 pub mod error;
 pub mod faults;
+pub mod history;
+pub mod host;
 pub mod invariants;
 pub mod lab;
 pub mod machine;

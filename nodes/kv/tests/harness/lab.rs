@@ -124,7 +124,7 @@ pub fn generic(name: &str, seed: u64, params: &LabParams) -> Result<LabReport, S
         });
     }
     if params.unreliable {
-        world.net = NetConfig::unreliable();
+        world.set_net(NetConfig::unreliable());
     }
     let all = world.node_ids();
     for _ in 0..params.clients {
@@ -149,14 +149,14 @@ pub fn generic(name: &str, seed: u64, params: &LabParams) -> Result<LabReport, S
         for client in 0..params.clients {
             world.start_auto(client, workload.clone());
         }
-        let end = world.now_us + params.iteration_us;
+        let end = world.now_us() + params.iteration_us;
         if params.partitions {
             // One clean second, then a new random partition every 1.0-1.2 s.
-            world.run_until(world.now_us + SECOND.min(params.iteration_us), |_| false);
-            while world.now_us < end {
+            world.run_until(world.now_us() + SECOND.min(params.iteration_us), |_| false);
+            while world.now_us() < end {
                 let halves = world.random_halves();
                 world.partition(&halves);
-                let next = world.now_us + SECOND + world.random_below(200 * MS);
+                let next = world.now_us() + SECOND + world.random_below(200 * MS);
                 world.run_until(next.min(end), |_| false);
             }
         } else {
@@ -176,7 +176,7 @@ pub fn generic(name: &str, seed: u64, params: &LabParams) -> Result<LabReport, S
                 world.restart(id);
             }
         }
-        let deadline = world.now_us + 30 * SECOND;
+        let deadline = world.now_us() + 30 * SECOND;
         if !world.run_until(deadline, |w| w.all_clients_idle()) {
             return Err(format!(
                 "iteration {iteration}: clients still busy 30 s after the load phase"
@@ -206,7 +206,7 @@ pub fn generic(name: &str, seed: u64, params: &LabParams) -> Result<LabReport, S
                 .check_appends(&final_values)
                 .map_err(|e| format!("iteration {iteration}: {e}"))?;
         }
-        for node in &world.nodes {
+        for node in world.nodes() {
             let size = node.persisted.raft_state_bytes();
             max_raft_state_bytes = max_raft_state_bytes.max(node.max_raft_state_bytes_seen);
             if let Some(max) = params.max_raft_state_bytes {
@@ -224,7 +224,7 @@ pub fn generic(name: &str, seed: u64, params: &LabParams) -> Result<LabReport, S
             }
         }
     }
-    world.history.save_if_asked(name, seed);
+    world.history.save_if_asked("KV_HISTORY_DIR", name, seed);
     let started = std::time::Instant::now();
     let verdict = world.history.check(Duration::from_secs(60))?;
     let checker_ms = started.elapsed().as_millis();
@@ -243,17 +243,16 @@ pub fn generic(name: &str, seed: u64, params: &LabParams) -> Result<LabReport, S
         .history
         .events
         .iter()
-        .filter(|e| e.kind == checker::EventKind::Info)
+        .filter(|e| e.kind == sim::history::EventType::Info)
         .count();
     Ok(LabReport {
         ops_ok: world.history.ok_count(),
         ops_info,
-        virtual_ms: world.now_us / 1_000,
-        raft_messages: world.stats.raft_messages,
+        virtual_ms: world.now_us() / 1_000,
+        raft_messages: world.stats().raft_messages,
         max_raft_state_bytes,
         max_snapshot_bytes: world
-            .nodes
-            .iter()
+            .nodes()
             .map(|n| n.persisted.snapshot_bytes())
             .max()
             .unwrap_or(0),

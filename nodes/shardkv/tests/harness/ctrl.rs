@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use raft::{Index, NodeId, ProposeError, Ready, Role, Snapshot, Term};
 use shardctrler::{ClientId, CtrlCommand, CtrlOp, CtrlResult, Seq, ShardCtrler};
 
-use super::host::{Addr, Node, SnapshotTaken};
+use sim::host::{Addr, Node, SnapshotTaken};
 
 /// A request is answered `Timeout` after this many ticks without its entry
 /// applying (the clerk then tries another server).

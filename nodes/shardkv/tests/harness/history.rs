@@ -1,27 +1,28 @@
-//! The run's history as DESIGN.md's JSON-lines events, checked with the
+//! The run's history in `sim::history::Recorder` (DESIGN.md's JSON-lines
+//! events), with the KV operations' names and values, checked with the
 //! checker crate's `kv` model.
 
+use std::ops::Deref;
 use std::path::Path;
 use std::time::Duration;
 
-use checker::{check_history, EventKind, History, ModelKind, Options, Value, Verdict};
+use checker::{check_history, Format, ModelKind, Options, Verdict};
 use kv::Op;
+use sim::history::{EventType, Recorder};
 
 use super::Micros;
 
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    pub process: i64,
-    pub kind: EventKind,
-    pub f: &'static str,
-    pub key: String,
-    pub value: Option<String>,
-    pub time_us: Micros,
+/// The recorder, fed with `kv::Op`s; derefs to it for the generic parts.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    recorder: Recorder,
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct Recorder {
-    pub events: Vec<Recorded>,
+impl Deref for History {
+    type Target = Recorder;
+    fn deref(&self) -> &Recorder {
+        &self.recorder
+    }
 }
 
 fn f_of(op: &Op) -> &'static str {
@@ -40,64 +41,38 @@ fn written(op: &Op) -> Option<String> {
     }
 }
 
-impl Recorder {
+impl History {
     fn push(
         &mut self,
         process: i64,
-        kind: EventKind,
+        kind: EventType,
         op: &Op,
         value: Option<String>,
-        time_us: Micros,
+        now_us: Micros,
     ) {
-        self.events.push(Recorded {
-            process,
-            kind,
-            f: f_of(op),
-            key: op.key().to_string(),
-            value,
-            time_us,
-        });
+        self.recorder
+            .push(process, kind, f_of(op), op.key(), value, now_us);
     }
     pub fn invoke(&mut self, process: i64, op: &Op, now_us: Micros) {
-        self.push(process, EventKind::Invoke, op, written(op), now_us);
+        self.push(process, EventType::Invoke, op, written(op), now_us);
     }
+    /// `read` is a get's value (ignored for writes).
     pub fn ok(&mut self, process: i64, op: &Op, read: &str, now_us: Micros) {
-        let value = if matches!(op, Op::Get { .. }) {
-            Some(read.to_string())
-        } else {
-            written(op)
+        let value = match op {
+            Op::Get { .. } => Some(read.to_string()),
+            _ => written(op),
         };
-        self.push(process, EventKind::Ok, op, value, now_us);
+        self.push(process, EventType::Ok, op, value, now_us);
     }
     pub fn fail(&mut self, process: i64, op: &Op, now_us: Micros) {
-        self.push(process, EventKind::Fail, op, written(op), now_us);
+        self.push(process, EventType::Fail, op, written(op), now_us);
     }
 
-    pub fn operations(&self) -> usize {
-        self.events
-            .iter()
-            .filter(|e| e.kind == EventKind::Invoke)
-            .count()
-    }
-
-    /// Linearizability under the `kv` model, within `budget`.
+    /// Linearizability under the checker's `kv` model, within `budget`.
     pub fn check(&self, budget: Duration) -> Result<Verdict, String> {
-        let events: Vec<checker::Event> = self
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| checker::Event {
-                process: e.process,
-                kind: e.kind,
-                f: e.f.to_string(),
-                key: Some(e.key.clone()),
-                value: e.value.clone().map_or(Value::Nil, Value::Str),
-                time: Some((e.time_us * 1_000) as i64),
-                line: i + 1,
-            })
-            .collect();
-        let history =
-            History::from_events(&events, Path::new("<shardkv sim>")).map_err(|e| e.to_string())?;
+        let text = self.recorder.to_jsonl();
+        let history = checker::history::parse_str(&text, Format::Jsonl, Path::new("<shardkv sim>"))
+            .map_err(|e| e.to_string())?;
         let options = Options {
             timeout: Some(budget),
             threads: 1,

@@ -7,7 +7,7 @@
 //! controller server, answered once its log entry applies; a lost answer
 //! is retried (same sequence number) at another server.
 //!
-//! The nodes run on [`host::Host`], which drives `raft::RawNode`s exactly
+//! The nodes run on `sim::host::Host`, which drives `raft::RawNode`s exactly
 //! as the node daemon does: Ready handling, persistence with crash
 //! semantics, the network.
 
@@ -16,7 +16,6 @@
 mod clients;
 pub mod ctrl;
 pub mod history;
-pub mod host;
 pub mod servers;
 
 use std::collections::BTreeMap;
@@ -27,12 +26,13 @@ use shardctrler::{Config, CtrlOp, CtrlResult, Gid, ShardId};
 use shardkv::{ServerConfig, ShardClerk, ShardKvServer};
 
 use ctrl::{CtrlClerk, CtrlServer};
-use history::Recorder;
-use host::{Addr, Host, HostStep, NodeSlot};
+use history::History;
 use servers::{Hosted, Msg, Spec};
+use sim::host::{Addr, Host, HostStep, NodeSlot};
 
-pub use host::{Micros, NetConfig, MS, SECOND};
 pub use servers::server_name;
+pub use sim::host::{Micros, MS, SECOND};
+pub use sim::NetConfig;
 
 /// Pause of an auto client between operations.
 pub const THINK_US: Micros = 10 * MS;
@@ -88,7 +88,7 @@ pub struct World {
     /// Join/Leave/Move requests the test completed.
     pub ctrl_changes: u64,
     next_process: i64,
-    pub history: Recorder,
+    pub history: History,
     /// Clerk-side counts by what happened (responses by kind, timeouts).
     pub counts: BTreeMap<String, u64>,
 }
@@ -139,7 +139,7 @@ impl World {
             admin: 0,
             ctrl_changes: 0,
             next_process: 0,
-            history: Recorder::default(),
+            history: History::default(),
             counts: BTreeMap::new(),
         };
         world.admin = world.add_client();
@@ -173,8 +173,7 @@ impl World {
 
     /// Cuts node `id` off from every other node (clients still reach it).
     pub fn isolate(&mut self, id: NodeId) {
-        let others: Vec<NodeId> = self.host.ids().into_iter().filter(|n| *n != id).collect();
-        self.host.partition(&[others, vec![id]]);
+        self.host.partition(&[vec![id]]);
     }
 
     pub fn heal(&mut self) {

@@ -13,7 +13,7 @@ use shardkv::{
 };
 
 use super::ctrl::{CtrlAction, CtrlClerk, CtrlMessages, CtrlRequest, CtrlResponse, CtrlServer};
-use super::host::{Addr, Node, Server, SnapshotTaken};
+use sim::host::{Addr, Node, Server, SnapshotTaken};
 
 /// A group server's controller query gets this many ticks (300 ms) before
 /// its clerk tries the next controller server.
