@@ -10,6 +10,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod runtime;
+pub mod service;
 pub mod wire;
 
 pub use cluster::ClusterFile;

@@ -1,6 +1,7 @@
 //! The node daemon's event loop: drives the Raft core on tokio.
 //!
-//! Everything that touches the Raft node, the KV server and the store runs on
+//! Everything that touches the Raft node, the hosted service (see
+//! `service.rs`: kv, shard controller, shardkv) and the store runs on
 //! one task, so a request's path never hands off between threads (waking a
 //! thread on the other core costs ~60 µs on these machines). The loop:
 //!
@@ -9,7 +10,8 @@
 //! 2. handles each Ready in the order `raft::Ready` prescribes: persist
 //!    (snapshot, entries, hard state; one fdatasync), send messages, apply,
 //!    serve reads, advance; then snapshots if the log has grown too large;
-//! 3. answers the client requests the KV server has finished.
+//! 3. answers the client requests the service has finished and starts the
+//!    requests it sends to other nodes (shardkv: controller, other groups).
 //!
 //! A storage error is fatal: a node that cannot persist must stop rather
 //! than promise what it has not stored (fail-stop).
@@ -25,6 +27,7 @@ use transport::{
 };
 
 use crate::config::NodeConfig;
+use crate::service::{OutboundCall, Service, ServiceError};
 use crate::wire::{NodeRequest, NodeResponse, StatusReport};
 
 /// Inputs taken per wake-up before the Ready is handled: bounds the latency
@@ -51,8 +54,8 @@ pub enum RunError {
     Cert(#[from] transport::certs::CertError),
     #[error("transport: {0}")]
     Endpoint(#[from] transport::EndpointError),
-    #[error("kv service: {0}")]
-    Kv(#[from] kv::server::ServerError),
+    #[error("service: {0}")]
+    Service(#[from] ServiceError),
     #[error("snapshot at index {index}: the log has no entry there")]
     SnapshotTerm { index: Index },
 }
@@ -99,7 +102,7 @@ impl LogSize {
 struct Node {
     config: NodeConfig,
     raw: RawNode,
-    server: kv::server::KvServer,
+    service: Box<dyn Service>,
     store: DiskStorage,
     endpoint: Endpoint<Message>,
     log_size: LogSize,
@@ -109,7 +112,13 @@ struct Node {
     next_request_id: u64,
     dropped_sends: u64,
     spoofed_messages: u64,
+    /// Carries the outcomes of requests the service sent to other nodes
+    /// from their tasks back into the loop.
+    outbound_sender: tokio::sync::mpsc::UnboundedSender<(u64, OutboundResult)>,
+    outbound_receiver: Option<tokio::sync::mpsc::UnboundedReceiver<(u64, OutboundResult)>>,
 }
+
+type OutboundResult = Result<NodeResponse, transport::RequestError>;
 
 /// Runs the node until `shutdown` completes (then stops cleanly) or a fatal
 /// error occurs. Must be called inside a tokio runtime.
@@ -136,16 +145,11 @@ impl Node {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(std::process::id());
-        let mut server =
-            kv::server::KvServer::new(config.id, config.kv_server_config(), incarnation);
-        if config.kv.unsafe_stale_reads {
-            tracing::warn!(
-                "!!! UNSAFE: unsafe_stale_reads is on: every replica answers gets from its \
-                 local state. This node is NOT linearizable. Use only to test the checker. !!!"
-            );
-        }
+        let mut service = crate::service::make_service(&config, incarnation);
         if let Some(snapshot) = &recovered.snapshot {
-            server.restore_snapshot(snapshot.meta.index, &snapshot.data)?;
+            service
+                .restore_snapshot(snapshot.meta.index, &snapshot.data)
+                .map_err(RunError::Service)?;
         }
         let mut log_size = LogSize::default();
         log_size.append(&recovered.entries);
@@ -197,10 +201,11 @@ impl Node {
             .iter()
             .map(|p| (p.id, p.name.clone()))
             .collect();
+        let (outbound_sender, outbound_receiver) = tokio::sync::mpsc::unbounded_channel();
         let node = Node {
             config,
             raw,
-            server,
+            service,
             store,
             endpoint,
             log_size,
@@ -210,6 +215,8 @@ impl Node {
             next_request_id: 1,
             dropped_sends: 0,
             spoofed_messages: 0,
+            outbound_sender,
+            outbound_receiver: Some(outbound_receiver),
         };
         Ok((node, incoming, requests))
     }
@@ -224,6 +231,8 @@ impl Node {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        let (_never_sent, idle) = tokio::sync::mpsc::unbounded_channel();
+        let mut outbound = self.outbound_receiver.take().unwrap_or(idle);
         loop {
             tokio::select! {
                 biased;
@@ -233,7 +242,13 @@ impl Node {
                 }
                 _ = ticker.tick() => {
                     self.raw.tick();
-                    self.server.tick(&self.raw);
+                    self.service.tick(&mut self.raw);
+                }
+                Some((tag, result)) = outbound.recv() => {
+                    self.service.on_outbound_result(&mut self.raw, tag, result);
+                    while let Ok((tag, result)) = outbound.try_recv() {
+                        self.service.on_outbound_result(&mut self.raw, tag, result);
+                    }
                 }
                 Some((from, message)) = incoming.recv() => {
                     self.step_peer(&from, message);
@@ -279,11 +294,11 @@ impl Node {
                     .responder
                     .respond(NodeResponse::Status(self.status_report()));
             }
-            NodeRequest::Kv(request) => {
+            request => {
                 let request_id = self.next_request_id;
                 self.next_request_id += 1;
                 self.responders.insert(request_id, pending.responder);
-                self.server
+                self.service
                     .handle_request(&mut self.raw, request_id, request);
             }
         }
@@ -294,7 +309,7 @@ impl Node {
             let ready = self.raw.ready();
             self.persist(&ready)?;
             self.send(&ready.messages);
-            self.server.on_raft_ready(&self.raw, &ready)?;
+            self.service.on_ready(&mut self.raw, &ready)?;
             self.raw.advance();
             self.maybe_snapshot()?;
         }
@@ -351,7 +366,7 @@ impl Node {
     /// snapshots its state and Raft compacts; the snapshot is then made durable.
     fn maybe_snapshot(&mut self) -> Result<(), RunError> {
         let Some(taken) = self
-            .server
+            .service
             .maybe_snapshot(&mut self.raw, self.log_size.bytes)?
         else {
             return Ok(());
@@ -379,11 +394,28 @@ impl Node {
     }
 
     fn send_replies(&mut self) {
-        for reply in self.server.take_replies() {
-            if let Some(responder) = self.responders.remove(&reply.request_id) {
-                responder.respond(NodeResponse::Kv(reply.response));
+        for (request_id, response) in self.service.take_replies() {
+            if let Some(responder) = self.responders.remove(&request_id) {
+                responder.respond(response);
             }
         }
+        for call in self.service.take_outbound() {
+            self.start_outbound(call);
+        }
+    }
+
+    /// Sends a service's request to another node on a task of its own; the
+    /// outcome comes back through `outbound_results` into the loop.
+    fn start_outbound(&self, call: OutboundCall) {
+        let client = self.endpoint.client().clone();
+        let sender = self.outbound_sender.clone();
+        tokio::spawn(async move {
+            let result = client
+                .request(call.addr, &call.name, &call.request, call.timeout)
+                .await;
+            // The loop is gone only when the node stops.
+            let _ = sender.send((call.tag, result));
+        });
     }
 
     fn status_report(&self) -> StatusReport {
@@ -391,7 +423,7 @@ impl Node {
         StatusReport {
             id: self.config.id,
             name: self.config.name.clone(),
-            service: "kv".into(),
+            service: self.service.name().into(),
             role: match status.role {
                 Role::Follower => "follower",
                 Role::PreCandidate => "pre-candidate",
