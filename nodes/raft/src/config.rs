@@ -31,6 +31,11 @@ pub struct Mutations {
     /// Report `vote: None` in `Ready::hard_state`, so a crash forgets whom
     /// this node voted for and it may vote twice in one term.
     pub forget_to_persist_vote: bool,
+    /// With `async_storage_writes`: the leader counts its whole log toward
+    /// the commit quorum before its own write is durable (the bug that
+    /// §10.2.1 of the thesis warns about: a leader crash then loses an
+    /// entry that was reported committed).
+    pub count_self_before_persist: bool,
 }
 
 /// Everything a node needs to know before it starts. Build with
@@ -66,6 +71,19 @@ pub struct Config {
     /// Limit on read requests waiting for confirmation at the leader.
     pub max_pending_reads: usize,
     pub read_mode: ReadMode,
+    /// Thesis §10.2.1: the leader may write its log to disk in parallel with
+    /// replicating it. When true, `Ready::early_messages` holds the leader's
+    /// Appends and heartbeats, which may be sent before (or while) the
+    /// Ready's entries are persisted, and the leader counts itself toward the
+    /// commit quorum only for entries the runtime reported durable with
+    /// [`crate::RawNode::on_persisted`]. Everything else is unchanged:
+    /// `Ready::messages` (votes, acknowledgements) still wait for the write.
+    /// Because commitment then never relies on an unpersisted write, the
+    /// runtime may also apply `committed_entries` before the Ready's writes
+    /// are durable, and keep several Readies' writes in flight (in order).
+    /// False (the default) keeps the classic contract: persist, then send,
+    /// then apply, and the core counts its own log as if already durable.
+    pub async_storage_writes: bool,
     /// Seed of the core's own PRNG (election timeouts). No global RNG is used.
     pub seed: u64,
     pub mutations: Mutations,
@@ -89,6 +107,7 @@ impl Config {
             max_uncommitted_entries: 8192,
             max_pending_reads: 4096,
             read_mode: ReadMode::ReadIndex,
+            async_storage_writes: false,
             seed: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED,
             mutations: Mutations::default(),
         }

@@ -48,6 +48,7 @@
 //! check, snapshot assembly), `read_only` (ReadIndex and lease reads),
 //! `raw_node` (the Ready/advance handshake), `message` (the wire types).
 
+mod bytes;
 pub mod config;
 mod election;
 pub mod errors;

@@ -20,6 +20,11 @@ pub(crate) struct RaftLog {
     pub(crate) applying: Index,
     /// First index not yet handed to the runtime for persistence.
     pub(crate) unstable_from: Index,
+    /// Highest index whose entry, and every entry before it, the runtime
+    /// reported durable (`RawNode::on_persisted`) and that still matches
+    /// this log. Only the leader's commit rule under
+    /// `Config::async_storage_writes` reads it.
+    pub(crate) persisted: Index,
     /// A snapshot received from the leader, not yet handed out in a Ready.
     pub(crate) pending_snapshot: Option<Snapshot>,
 }
@@ -41,7 +46,19 @@ impl RaftLog {
             applied: snapshot_index,
             applying: snapshot_index,
             unstable_from: last + 1,
+            persisted: last,
             pending_snapshot: None,
+        }
+    }
+
+    /// The runtime made durable everything it was handed up to `index`,
+    /// whose term was `term`. A report for an entry this log no longer
+    /// holds (truncated since, or replaced by a different term) proves
+    /// nothing about the current log and is ignored; a later write's report
+    /// will cover it. Reports for compacted indexes are ignored too.
+    pub(crate) fn on_persisted(&mut self, index: Index, term: Term) {
+        if index > self.persisted && self.term(index) == Some(term) {
+            self.persisted = index;
         }
     }
 
@@ -149,6 +166,7 @@ impl RaftLog {
         let keep = self.offset(index);
         self.entries.truncate(keep);
         self.unstable_from = self.unstable_from.min(index);
+        self.persisted = self.persisted.min(index - 1);
     }
 
     pub(crate) fn commit_to(&mut self, index: Index) {
@@ -194,6 +212,8 @@ impl RaftLog {
         self.committed = index;
         self.applying = index;
         self.unstable_from = index + 1;
+        // Durable once the runtime reports the snapshot's (index, term).
+        self.persisted = self.persisted.min(index);
         self.pending_snapshot = Some(snapshot);
     }
 

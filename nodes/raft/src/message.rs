@@ -67,6 +67,7 @@ pub enum MessageBody {
     InstallSnapshot {
         meta: SnapshotMeta,
         offset: u64,
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
         done: bool,
     },
@@ -81,10 +82,12 @@ pub enum MessageBody {
     TimeoutNow,
     /// A follower forwards a read request to the leader.
     ReadIndex {
+        #[serde(with = "crate::bytes")]
         ctx: Vec<u8>,
     },
     /// The leader's answer: serve the read once applied >= `index`.
     ReadIndexResponse {
+        #[serde(with = "crate::bytes")]
         ctx: Vec<u8>,
         index: Index,
     },

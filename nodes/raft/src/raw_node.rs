@@ -3,7 +3,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::errors::{CompactError, ProposeError, StepError};
-use crate::message::Message;
+use crate::message::{Message, MessageBody};
 use crate::progress::ProgressState;
 use crate::raft::{Counters, Raft, ReadState, Role};
 use crate::types::{Entry, HardState, Index, NodeId, Restored, Snapshot, Term};
@@ -25,6 +25,17 @@ use crate::types::{Entry, HardState, Index, NodeId, Restored, Snapshot, Term};
 ///
 /// Do not call `step`, `tick`, `propose` or `read_index` between `ready()`
 /// and `advance()`.
+///
+/// With [`Config::async_storage_writes`](crate::Config::async_storage_writes)
+/// the order relaxes (thesis §10.2.1, etcd-raft's asynchronous storage
+/// writes): send `early_messages` at once; start the write of step 1 and
+/// keep `messages` until it is durable; apply `committed_entries` and serve
+/// reads without waiting (every committed entry is durable on a majority);
+/// call `advance`. Writes of later Readies may be started before earlier ones
+/// finish, but must become durable in order. When a write is durable, send
+/// its `messages` and call [`RawNode::on_persisted`] with the (index, term)
+/// of the last entry it held (or of its snapshot): only then does the
+/// leader count itself toward the commit quorum for those entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     /// Persist if Some: changed since the last Ready.
@@ -37,6 +48,10 @@ pub struct Ready {
     pub snapshot: Option<Snapshot>,
     /// Send only after `hard_state`, `entries` and `snapshot` are durable.
     pub messages: Vec<Message>,
+    /// May be sent before this Ready's writes are durable: the leader's
+    /// Appends and heartbeats, which promise nothing about its own disk.
+    /// Always empty unless `Config::async_storage_writes`.
+    pub early_messages: Vec<Message>,
     /// Apply in order (after restoring `snapshot`, if any).
     pub committed_entries: Vec<Entry>,
     /// Serve each read once applied >= its index.
@@ -49,6 +64,7 @@ impl Ready {
             && self.entries.is_empty()
             && self.snapshot.is_none()
             && self.messages.is_empty()
+            && self.early_messages.is_empty()
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
     }
@@ -81,6 +97,8 @@ pub struct Status {
     pub applied: Index,
     pub first_index: Index,
     pub last_index: Index,
+    /// Highest index reported durable by `on_persisted` (or restored).
+    pub persisted_index: Index,
     pub snapshot_index: Index,
     pub snapshot_term: Term,
     pub lead_transferee: Option<NodeId>,
@@ -207,16 +225,42 @@ impl RawNode {
         let snapshot = log.pending_snapshot.take();
         let entries = log.unstable_entries().to_vec();
         log.unstable_from = log.last_index() + 1;
+        if !self.raft.cfg.async_storage_writes {
+            // The classic contract: durable before anything else happens.
+            log.persisted = log.last_index();
+        }
         let committed_entries = log.committed_to_apply().to_vec();
         log.applying = log.applying.max(log.committed);
+        let mut messages = std::mem::take(&mut self.raft.messages);
+        let early_messages = if self.raft.cfg.async_storage_writes {
+            let (early, held) = messages.into_iter().partition(may_precede_persistence);
+            messages = held;
+            early
+        } else {
+            Vec::new()
+        };
         Ready {
             hard_state,
             entries,
             snapshot,
-            messages: std::mem::take(&mut self.raft.messages),
+            messages,
+            early_messages,
             committed_entries,
             read_states: std::mem::take(&mut self.raft.read_states),
         }
+    }
+
+    /// Under `Config::async_storage_writes`: everything handed out in
+    /// Readies up to the entry at `index` with term `term` (or the snapshot
+    /// there) is now durable. A leader may commit more now; check
+    /// `has_ready`. Reports that no longer match the log (it was truncated
+    /// or replaced since) are ignored. Harmless without async writes.
+    pub fn on_persisted(&mut self, index: Index, term: Term) {
+        self.raft.log.on_persisted(index, term);
+        if self.raft.role == Role::Leader {
+            self.raft.maybe_commit();
+        }
+        self.check_invariants();
     }
 
     /// The last Ready was handled: its committed entries are applied.
@@ -253,6 +297,7 @@ impl RawNode {
             applied: r.log.applied,
             first_index: r.log.first_index(),
             last_index: r.log.last_index(),
+            persisted_index: r.log.persisted,
             snapshot_index: r.log.snapshot_index,
             snapshot_term: r.log.snapshot_term,
             lead_transferee: r.lead_transferee,
@@ -302,7 +347,24 @@ impl RawNode {
             log.committed,
             log.last_index()
         );
+        assert!(
+            log.persisted <= log.last_index(),
+            "persisted {} above last index {}",
+            log.persisted,
+            log.last_index()
+        );
     }
+}
+
+/// Messages that promise nothing about the sender's own disk: a leader's
+/// Appends carry entries the follower persists before it acknowledges, and
+/// heartbeats carry a commit index that a majority already holds durably.
+/// Votes, acknowledgements and snapshot answers must wait for the write.
+fn may_precede_persistence(message: &Message) -> bool {
+    matches!(
+        message.body,
+        MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+    )
 }
 
 #[cfg(test)]

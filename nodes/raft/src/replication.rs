@@ -242,9 +242,11 @@ impl Raft {
 
     /// Advances the leader's commit index to what a majority holds, counting
     /// only entries of the current term (§5.4.2, Figure 8).
+    /// With `async_storage_writes` the leader's own vote is its durable
+    /// index (thesis §10.2.1), not its last index.
     pub(crate) fn maybe_commit(&mut self) -> bool {
         let mut matches: Vec<Index> = self.progress.values().map(|p| p.match_index).collect();
-        matches.push(self.log.last_index());
+        matches.push(self.own_match_index());
         let index = majority_value(&mut matches, self.cfg.quorum());
         if index <= self.log.committed {
             return false;
@@ -262,6 +264,16 @@ impl Raft {
             }
         }
         true
+    }
+
+    /// What the leader counts for itself in the commit quorum.
+    pub(crate) fn own_match_index(&self) -> Index {
+        let last = self.log.last_index();
+        if self.cfg.async_storage_writes && !self.cfg.mutations.count_self_before_persist {
+            self.log.persisted.min(last)
+        } else {
+            last
+        }
     }
 
     pub(crate) fn step_leader(&mut self, m: Message) -> Result<(), StepError> {

@@ -28,6 +28,7 @@ pub struct Entry {
     pub term: Term,
     pub index: Index,
     pub kind: EntryKind,
+    #[serde(with = "crate::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -55,6 +56,7 @@ pub struct SnapshotMeta {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
+    #[serde(with = "crate::bytes")]
     pub data: Vec<u8>,
 }
 
