@@ -11,7 +11,7 @@ mod harness;
 
 use checker::Verdict;
 use harness::lab::{generic, sweep, LabParams};
-use harness::{World, HEARTBEAT_US, SECOND};
+use harness::{Harness, World, HEARTBEAT_US, SECOND};
 use kv::server::{ReadMode, ServerConfig};
 use kv::{Op, OpResult, Outcome};
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use checker::Verdict;
-use harness::{NetConfig, World, MS, SECOND};
+use harness::{Harness, NetConfig, World, MS, SECOND};
 use kv::Op;
 use shardctrler::CtrlOp;
 use shardkv::ServerConfig;

@@ -26,7 +26,8 @@
 //! Clients are the harness's business: [`Host::step`] hands back messages
 //! addressed to clients and the harness's own timers ([`HostStep`]), and the
 //! harness sends with [`Host::send`] and schedules with [`Host::schedule`].
-//! A harness's `run_until` checks its stop condition after every step.
+//! A harness implements [`Harness`] (its host, what its clients do with a
+//! message or a timer) and gets the event loop, `run_until(time, stop)`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -729,6 +730,53 @@ impl<S: Server, T> Host<S, T> {
             }
             self.route(id, outbox);
         }
+    }
+}
+
+/// A harness around a [`Host`]: its clients and its timers. The provided
+/// [`Harness::run_until`] is the event loop every test script uses.
+pub trait Harness: Sized {
+    type Server: Server;
+    type Timer;
+
+    fn host_mut(&mut self) -> &mut Host<Self::Server, Self::Timer>;
+
+    /// A message from node `from` reached `client`.
+    fn on_client_message(
+        &mut self,
+        client: ClientId,
+        from: NodeId,
+        message: <Self::Server as Server>::Message,
+    );
+
+    /// A timer scheduled with [`Host::schedule`] is due.
+    fn on_timer(&mut self, timer: Self::Timer);
+
+    /// Runs events until virtual time `until_us` or until `stop` holds
+    /// (checked before every event, so the clock stops at the event that
+    /// made it true). Returns whether `stop` held.
+    fn run_until<F: Fn(&Self) -> bool>(&mut self, until_us: Micros, stop: F) -> bool {
+        loop {
+            if stop(self) {
+                return true;
+            }
+            match self.host_mut().step(until_us) {
+                None => return stop(self),
+                Some(HostStep::Internal) => {}
+                Some(HostStep::ToClient {
+                    client,
+                    from,
+                    message,
+                }) => self.on_client_message(client, from, message),
+                Some(HostStep::Timer(timer)) => self.on_timer(timer),
+            }
+        }
+    }
+
+    /// Runs every event of the next `duration_us`.
+    fn run_for(&mut self, duration_us: Micros) {
+        let until = self.host_mut().now_us() + duration_us;
+        self.run_until(until, |_| false);
     }
 }
 

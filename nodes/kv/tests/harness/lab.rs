@@ -10,7 +10,7 @@ use checker::Verdict;
 use kv::server::ServerConfig;
 use kv::{Op, OpResult, Outcome};
 
-use super::{AutoWorkload, Micros, NetConfig, World, MS, SECOND};
+use super::{AutoWorkload, Harness, Micros, NetConfig, World, MS, SECOND};
 
 /// The lab's election timeout, used for the settle pauses.
 pub const ELECTION_TIMEOUT_US: Micros = SECOND;

@@ -21,10 +21,11 @@ use kv::message::{KvRequest, KvResponse};
 use kv::server::{KvServer, RequestId, ServerConfig};
 use kv::Op;
 use raft::{NodeId, Ready, Snapshot};
-use sim::host::{Addr, Host, HostStats, HostStep, Node, NodeSlot, Server, SnapshotTaken};
+use sim::host::{Addr, Host, HostStats, Node, NodeSlot, Server, SnapshotTaken};
 
 use history::History;
 
+pub use sim::host::Harness;
 pub use sim::host::{Micros, MS, SECOND, TICK_US};
 pub use sim::NetConfig;
 
@@ -497,34 +498,31 @@ impl World {
         self.start_op(client, op);
     }
 
-    // ---- the loop ------------------------------------------------------
+    // ---- scripts ---------------------------------------------------------
 
-    /// Runs events until virtual time `until_us` or `stop` holds (checked
-    /// after each event). Returns whether `stop` held.
-    pub fn run_until<F: Fn(&World) -> bool>(&mut self, until_us: Micros, stop: F) -> bool {
-        loop {
-            if stop(self) {
-                return true;
-            }
-            match self.host.step(until_us) {
-                None => return stop(self),
-                Some(HostStep::Internal) => {}
-                Some(HostStep::ToClient {
-                    client,
-                    from,
-                    message,
-                }) => self.on_message(client, from, message),
-                Some(HostStep::Timer(timer)) => self.on_timer(timer),
-            }
-        }
+    /// Uniform random number from the world's stream (for test scripts).
+    pub fn random_below(&mut self, bound: u64) -> u64 {
+        self.host.rng().below(bound)
     }
 
-    pub fn run_for(&mut self, duration_us: Micros) {
-        let until = self.now_us() + duration_us;
-        self.run_until(until, |_| false);
+    /// Random minority/majority split of all nodes.
+    pub fn random_halves(&mut self) -> Vec<Vec<NodeId>> {
+        let mut ids = self.node_ids();
+        self.host.rng().shuffle(&mut ids);
+        let majority = ids.split_off(ids.len() / 2);
+        vec![ids, majority]
+    }
+}
+
+impl Harness for World {
+    type Server = KvHosted;
+    type Timer = Timer;
+
+    fn host_mut(&mut self) -> &mut Host<KvHosted, Timer> {
+        &mut self.host
     }
 
-    fn on_message(&mut self, client: usize, from: NodeId, message: KvMsg) {
+    fn on_client_message(&mut self, client: usize, from: NodeId, message: KvMsg) {
         if let KvMsg::Response {
             seq,
             attempt,
@@ -563,18 +561,5 @@ impl World {
             }
             Timer::Next { client } => self.next_auto_op(client),
         }
-    }
-
-    /// Uniform random number from the world's stream (for test scripts).
-    pub fn random_below(&mut self, bound: u64) -> u64 {
-        self.host.rng().below(bound)
-    }
-
-    /// Random minority/majority split of all nodes.
-    pub fn random_halves(&mut self) -> Vec<Vec<NodeId>> {
-        let mut ids = self.node_ids();
-        self.host.rng().shuffle(&mut ids);
-        let majority = ids.split_off(ids.len() / 2);
-        vec![ids, majority]
     }
 }

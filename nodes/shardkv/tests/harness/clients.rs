@@ -9,7 +9,7 @@ use shardkv::{ClerkAction, ShardClerk, ShardKvResponse};
 
 use super::ctrl::{CtrlAction, CtrlClerk};
 use super::servers::{node_of, Msg};
-use super::{ClientSlot, Micros, Timer, World, ATTEMPT_TIMEOUT_US, MS, THINK_US};
+use super::{ClientSlot, Harness, Micros, Timer, World, ATTEMPT_TIMEOUT_US, MS, THINK_US};
 
 impl World {
     // ---- clients ------------------------------------------------------

@@ -15,6 +15,8 @@
 
 mod clients;
 pub mod ctrl;
+/// The kv tests' recorder adapter (the same `kv::Op` history).
+#[path = "../../../kv/tests/harness/history.rs"]
 pub mod history;
 pub mod servers;
 
@@ -28,9 +30,10 @@ use shardkv::{ServerConfig, ShardClerk, ShardKvServer};
 use ctrl::{CtrlClerk, CtrlServer};
 use history::History;
 use servers::{Hosted, Msg, Spec};
-use sim::host::{Addr, Host, HostStep, NodeSlot};
+use sim::host::{Addr, Host, NodeSlot};
 
 pub use servers::server_name;
+pub use sim::host::Harness;
 pub use sim::host::{Micros, MS, SECOND};
 pub use sim::NetConfig;
 
@@ -395,34 +398,23 @@ impl World {
         self.ctrl(CtrlOp::Move { shard, gid })
     }
 
-    // ---- the loop ---------------------------------------------------------
+    // ---- the network -----------------------------------------------------
 
-    /// Runs events until virtual time `until_us` or `stop` holds (checked
-    /// after each event). Returns whether `stop` held.
-    pub fn run_until<F: Fn(&World) -> bool>(&mut self, until_us: Micros, stop: F) -> bool {
-        loop {
-            if stop(self) {
-                return true;
-            }
-            match self.host.step(until_us) {
-                None => return stop(self),
-                Some(HostStep::Internal) => {}
-                Some(HostStep::ToClient {
-                    client,
-                    from,
-                    message,
-                }) => self.on_message(client, from, message),
-                Some(HostStep::Timer(timer)) => self.on_timer(timer),
-            }
-        }
+    fn send(&mut self, client: usize, to: NodeId, message: Msg) {
+        self.host
+            .send(Addr::Client(client), Addr::Node(to), message);
+    }
+}
+
+impl Harness for World {
+    type Server = Hosted;
+    type Timer = Timer;
+
+    fn host_mut(&mut self) -> &mut Host<Hosted, Timer> {
+        &mut self.host
     }
 
-    pub fn run_for(&mut self, duration_us: Micros) {
-        let until = self.now_us() + duration_us;
-        self.run_until(until, |_| false);
-    }
-
-    fn on_message(&mut self, client: usize, _from: NodeId, message: Msg) {
+    fn on_client_message(&mut self, client: usize, _from: NodeId, message: Msg) {
         match message {
             Msg::KvReply { attempt, response } => self.on_response(client, attempt, response),
             Msg::CtrlReply { attempt, response } => {
@@ -456,10 +448,5 @@ impl World {
                 self.perform_ctrl(client, action);
             }
         }
-    }
-
-    fn send(&mut self, client: usize, to: NodeId, message: Msg) {
-        self.host
-            .send(Addr::Client(client), Addr::Node(to), message);
     }
 }
