@@ -51,6 +51,30 @@ pub struct SimConfig {
     /// the mutation tests turn it off, to show that election safety alone
     /// also catches a forgotten vote.
     pub check_vote_durability: bool,
+    /// `None`: every Ready is persisted at once, before its messages leave
+    /// (the classic contract). `Some((min, max))`: the runtime of
+    /// `raft::Config::async_storage_writes` (the node daemon's): a Ready's
+    /// write becomes durable after a delay drawn from `[min, max]` µs, in
+    /// order per node; the leader's Appends leave at once, other messages
+    /// when their write is durable, committed entries are applied at once,
+    /// and a crash loses the writes still in flight (a random prefix of them
+    /// may have reached the disk). `SIM_PERSIST=async` (every seed) or
+    /// `SIM_PERSIST=mixed` (odd seeds) turns it on in [`SimConfig::new`].
+    pub async_persist_delay_us: Option<(u64, u64)>,
+}
+
+/// Write delays of the async persistence mode: from faster than any
+/// message to slower than a reliable network's round trip, so acks, commits
+/// and crashes interleave with unfinished writes in every order.
+pub const ASYNC_PERSIST_DELAY_US: (u64, u64) = (0, 4_000);
+
+/// Whether `SIM_PERSIST` asks for async persistence for this seed.
+fn async_persist_from_env(seed: u64) -> bool {
+    match std::env::var("SIM_PERSIST").as_deref() {
+        Ok("async") => true,
+        Ok("mixed") => seed % 2 == 1,
+        _ => false,
+    }
 }
 
 impl SimConfig {
@@ -73,7 +97,14 @@ impl SimConfig {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(40),
             check_vote_durability: true,
+            async_persist_delay_us: async_persist_from_env(seed).then_some(ASYNC_PERSIST_DELAY_US),
         }
+    }
+
+    /// Turns on the async persistence mode with the default delays.
+    pub fn with_async_persist(mut self) -> Self {
+        self.async_persist_delay_us = Some(ASYNC_PERSIST_DELAY_US);
+        self
     }
 }
 
@@ -143,6 +174,27 @@ enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// The oldest write in flight on the node is durable (async mode).
+    WriteDone {
+        node: usize,
+        incarnation: u64,
+    },
+}
+
+/// One Ready's writes on their way to disk (async mode), with the messages
+/// that wait for them.
+#[derive(Debug)]
+struct PendingWrite {
+    snapshot: Option<Snapshot>,
+    entries: Vec<raft::Entry>,
+    hard_state: Option<raft::HardState>,
+    /// A snapshot the application took (`take_snapshot`): queued behind the
+    /// writes of the entries it covers, as the node daemon's storage thread
+    /// does.
+    compact: Option<Snapshot>,
+    messages: Vec<Message>,
+    /// What to report to `RawNode::on_persisted` once durable.
+    point: Option<(Index, Term)>,
 }
 
 struct Node<S: StateMachine> {
@@ -150,6 +202,14 @@ struct Node<S: StateMachine> {
     raft: Option<RawNode>,
     machine: Option<S>,
     disk: Persisted,
+    /// Async mode: the disk plus every write in flight, i.e. what the node
+    /// has asked to store (None in the classic mode, where it is `disk`).
+    written: Option<Persisted>,
+    pending_writes: std::collections::VecDeque<PendingWrite>,
+    /// When the newest write in flight completes (writes finish in order).
+    last_write_done_us: u64,
+    /// This node's own write delay, overriding the config's (a slow disk).
+    write_delay_us: Option<(u64, u64)>,
     /// Bumped on every crash so stale tick events are ignored.
     incarnation: u64,
     applied: Index,
@@ -169,6 +229,11 @@ impl<S: StateMachine> Node<S> {
     fn is_up(&self) -> bool {
         self.raft.is_some()
     }
+
+    /// The log as the node's own writes have shaped it (durable or not).
+    fn written(&self) -> &Persisted {
+        self.written.as_ref().unwrap_or(&self.disk)
+    }
 }
 
 /// A deterministic cluster of Raft nodes running state machine `S`.
@@ -183,6 +248,8 @@ pub struct Sim<S: StateMachine> {
     node_rng: SimRng,
     scenario_rng: SimRng,
     client_rng: SimRng,
+    /// Write delays and which in-flight writes survive a crash (async mode).
+    disk_rng: SimRng,
     links: Links,
     invariants: Invariants,
     /// ctx of each outstanding read -> highest index known committed anywhere
@@ -214,6 +281,10 @@ impl<S: StateMachine> Sim<S> {
                 raft: None,
                 machine: None,
                 disk: Persisted::default(),
+                written: None,
+                pending_writes: Default::default(),
+                last_write_done_us: 0,
+                write_delay_us: None,
                 incarnation: 0,
                 applied: 0,
                 max_applied: 0,
@@ -233,6 +304,7 @@ impl<S: StateMachine> Sim<S> {
             node_rng: root.fork(2),
             scenario_rng: root.fork(3),
             client_rng: root.fork(4),
+            disk_rng: root.fork(5),
             config,
             ids,
             nodes,
@@ -416,6 +488,30 @@ impl<S: StateMachine> Sim<S> {
             if self.nodes[at].is_up() {
                 self.nodes[at].crash_before_persist = true;
             }
+        }
+    }
+
+    /// Async mode: gives `node` a disk whose writes take `[min, max]` µs
+    /// (None: the config's delays again).
+    pub fn set_write_delay_us(&mut self, node: NodeId, delay_us: Option<(u64, u64)>) {
+        if let Some(at) = self.slot(node) {
+            self.nodes[at].write_delay_us = delay_us;
+        }
+    }
+
+    /// Writes `node` has in flight (async mode).
+    pub fn writes_in_flight(&self, node: NodeId) -> usize {
+        self.slot(node)
+            .map_or(0, |at| self.nodes[at].pending_writes.len())
+    }
+
+    /// Crashes `node` and loses every write it has in flight (a crash
+    /// before the OS wrote any of them back); [`Sim::crash`] keeps a random
+    /// prefix of them.
+    pub fn crash_losing_writes(&mut self, node: NodeId) {
+        if let Some(at) = self.slot(node) {
+            self.nodes[at].pending_writes.clear();
+            self.crash(node);
         }
     }
 
@@ -611,6 +707,7 @@ impl<S: StateMachine> Sim<S> {
         config.id = self.nodes[at].id;
         config.voters = self.ids.clone();
         config.seed = self.node_rng.next_u64();
+        config.async_storage_writes = self.config.async_persist_delay_us.is_some();
         let disk = &self.nodes[at].disk;
         let restored = Restored {
             hard_state: disk.hard_state.clone(),
@@ -626,6 +723,7 @@ impl<S: StateMachine> Sim<S> {
         let raft = RawNode::new(config, restored)
             .map_err(|e| SimError::Setup(format!("node {id} cannot start: {e}")))?;
         let mut machine = (self.factory)(self.nodes[at].id);
+        let config_async = self.config.async_persist_delay_us.is_some();
         let node = &mut self.nodes[at];
         node.applied = 0;
         if let Some(snapshot) = &node.disk.snapshot {
@@ -634,6 +732,9 @@ impl<S: StateMachine> Sim<S> {
         }
         node.raft = Some(raft);
         node.machine = Some(machine);
+        node.pending_writes.clear();
+        node.written = config_async.then(|| node.disk.clone());
+        node.last_write_done_us = self.now_us;
         node.commit_seen = 0;
         node.role_seen = Role::Follower;
         node.crash_before_persist = false;
@@ -668,7 +769,25 @@ impl<S: StateMachine> Sim<S> {
     }
 
     fn kill(&mut self, at: usize) {
+        // Async mode: the OS may have written some of the writes in flight
+        // before the crash; recovery keeps whole batches in order, so a
+        // random prefix of them survives, without their messages.
+        let pending = self.nodes[at].pending_writes.len() as u64;
+        if pending > 0 {
+            let survivors = self.disk_rng.below(pending + 1);
+            for _ in 0..survivors {
+                if let Some(write) = self.nodes[at].pending_writes.pop_front() {
+                    if let Err(broken) = self.make_durable(at, &write) {
+                        self.fail(broken);
+                    }
+                }
+            }
+        }
         let node = &mut self.nodes[at];
+        node.pending_writes.clear();
+        if node.written.is_some() {
+            node.written = Some(node.disk.clone());
+        }
         node.flush_scheduled = false;
         node.raft = None;
         node.machine = None;
@@ -712,6 +831,14 @@ impl<S: StateMachine> Sim<S> {
                 if self.nodes[at].incarnation == incarnation {
                     self.nodes[at].flush_scheduled = false;
                     self.handle_ready(at);
+                }
+            }
+            Event::WriteDone {
+                node: at,
+                incarnation,
+            } => {
+                if self.nodes[at].incarnation == incarnation {
+                    self.complete_write(at);
                 }
             }
         }
@@ -839,29 +966,43 @@ impl<S: StateMachine> Sim<S> {
                 self.kill(at);
                 return;
             }
-            // 1. Persist snapshot, entries, hard state: one atomic fsync.
-            if let Err(broken) =
-                self.persist(at, &ready.snapshot, &ready.entries, &ready.hard_state)
-            {
-                self.fail(broken);
-                return;
-            }
-            // 2. Send.
-            for message in ready.messages {
-                if let Err(broken) = self.check_vote_durable(at, &message) {
+            if self.config.async_persist_delay_us.is_some() {
+                // The leader's Appends go out now; the write starts and the
+                // other messages wait for it (`complete_write`).
+                if let Err(broken) = self.send_all(at, ready.early_messages) {
                     self.fail(broken);
                     return;
                 }
-                self.trace.record(
-                    self.now_us,
-                    id,
-                    TraceKind::Send {
-                        to: message.to,
-                        term: message.term,
-                        kind: message.kind(),
-                    },
-                );
-                self.send(message);
+                let point = ready
+                    .entries
+                    .last()
+                    .map(|e| (e.index, e.term))
+                    .or_else(|| ready.snapshot.as_ref().map(|s| (s.meta.index, s.meta.term)));
+                let write = PendingWrite {
+                    snapshot: ready.snapshot.clone(),
+                    entries: ready.entries,
+                    hard_state: ready.hard_state,
+                    compact: None,
+                    messages: ready.messages,
+                    point,
+                };
+                if let Err(broken) = self.start_write(at, write) {
+                    self.fail(broken);
+                    return;
+                }
+            } else {
+                // 1. Persist snapshot, entries, hard state: one atomic fsync.
+                if let Err(broken) =
+                    self.persist(at, &ready.snapshot, &ready.entries, &ready.hard_state)
+                {
+                    self.fail(broken);
+                    return;
+                }
+                // 2. Send.
+                if let Err(broken) = self.send_all(at, ready.messages) {
+                    self.fail(broken);
+                    return;
+                }
             }
             // 3. Restore, then apply.
             if let Some(snapshot) = &ready.snapshot {
@@ -892,7 +1033,7 @@ impl<S: StateMachine> Sim<S> {
             }
             if let Some(every) = self.config.snapshot_every_entries {
                 let node = &self.nodes[at];
-                snapshot_wanted |= node.applied >= node.disk.snapshot_index() + every;
+                snapshot_wanted |= node.applied >= node.written().snapshot_index() + every;
             }
             if let Err(broken) = self.observe(at) {
                 self.fail(broken);
@@ -902,6 +1043,81 @@ impl<S: StateMachine> Sim<S> {
         if snapshot_wanted {
             self.take_snapshot(at);
         }
+    }
+
+    /// Sends `messages` from `nodes[at]`, checking first that what each
+    /// promises (a vote, an acknowledged entry) is on its disk.
+    fn send_all(&mut self, at: usize, messages: Vec<Message>) -> Result<(), Broken> {
+        let id = self.nodes[at].id;
+        for message in messages {
+            self.check_vote_durable(at, &message)?;
+            self.trace.record(
+                self.now_us,
+                id,
+                TraceKind::Send {
+                    to: message.to,
+                    term: message.term,
+                    kind: message.kind(),
+                },
+            );
+            self.send(message);
+        }
+        Ok(())
+    }
+
+    /// Async mode: queues a write behind the node's writes in flight; it
+    /// becomes durable after a random delay, never before an earlier one.
+    fn start_write(&mut self, at: usize, write: PendingWrite) -> Result<(), Broken> {
+        let (low, high) = self.nodes[at]
+            .write_delay_us
+            .or(self.config.async_persist_delay_us)
+            .unwrap_or((0, 0));
+        let delay_us = self.disk_rng.between(low, high.max(low));
+        let node = &mut self.nodes[at];
+        let id = node.id;
+        let written = node.written.get_or_insert_with(|| node.disk.clone());
+        apply_write(written, &write)
+            .map_err(|e| ("entries are contiguous", format!("node {id}: {e}")))?;
+        let done_us = (self.now_us + delay_us).max(node.last_write_done_us);
+        node.last_write_done_us = done_us;
+        node.pending_writes.push_back(write);
+        let incarnation = node.incarnation;
+        self.queue.push(
+            done_us,
+            Event::WriteDone {
+                node: at,
+                incarnation,
+            },
+        );
+        Ok(())
+    }
+
+    /// Makes the oldest write in flight durable (checking the persistence
+    /// invariants), sends the messages that waited for it, and tells Raft.
+    fn complete_write(&mut self, at: usize) {
+        let Some(write) = self.nodes[at].pending_writes.pop_front() else {
+            return;
+        };
+        if let Err(broken) = self.make_durable(at, &write) {
+            self.fail(broken);
+            return;
+        }
+        if let Err(broken) = self.send_all(at, write.messages) {
+            self.fail(broken);
+            return;
+        }
+        if let (Some((index, term)), Some(raft)) = (write.point, self.nodes[at].raft.as_mut()) {
+            raft.on_persisted(index, term);
+        }
+        self.handle_ready(at);
+    }
+
+    fn make_durable(&mut self, at: usize, write: &PendingWrite) -> Result<(), Broken> {
+        self.persist(at, &write.snapshot, &write.entries, &write.hard_state)?;
+        if let Some(snapshot) = &write.compact {
+            self.nodes[at].disk.compact(snapshot.clone());
+        }
+        Ok(())
     }
 
     fn persist(
@@ -1093,12 +1309,15 @@ impl<S: StateMachine> Sim<S> {
             ));
         }
         if status.commit > node.commit_seen {
+            // Async mode: a commit may run ahead of this node's own disk
+            // (a durable majority elsewhere), never ahead of what it wrote.
+            let log = node.written.as_ref().unwrap_or(&node.disk);
             self.invariants.on_commit(
                 node.id,
                 status.term,
                 node.commit_seen,
                 status.commit,
-                &node.disk,
+                log,
             )?;
             node.commit_seen = status.commit;
         }
@@ -1122,19 +1341,35 @@ impl<S: StateMachine> Sim<S> {
             return;
         };
         let index = node.applied;
-        let Some(term) = node.disk.term_at(index) else {
+        let Some(term) = node.written.as_ref().unwrap_or(&node.disk).term_at(index) else {
             return;
         };
         let data = machine.snapshot();
-        if raft.compact(index, data.clone()).is_ok() {
-            node.disk.compact(Snapshot {
-                meta: SnapshotMeta {
-                    index,
-                    term,
-                    voters,
-                },
-                data,
-            });
+        if raft.compact(index, data.clone()).is_err() {
+            return;
+        }
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                voters,
+            },
+            data,
+        };
+        if node.written.is_none() {
+            node.disk.compact(snapshot);
+            return;
+        }
+        let write = PendingWrite {
+            snapshot: None,
+            entries: Vec::new(),
+            hard_state: None,
+            compact: Some(snapshot),
+            messages: Vec::new(),
+            point: None,
+        };
+        if let Err(broken) = self.start_write(at, write) {
+            self.fail(broken);
         }
     }
 }
@@ -1144,4 +1379,20 @@ impl Sim<crate::machine::LogMachine> {
     pub fn with_log(config: SimConfig) -> Result<Self, SimError> {
         Sim::new(config, |_| crate::machine::LogMachine::default())
     }
+}
+
+/// Applies one write to a simulated disk, in the order a Ready prescribes.
+fn apply_write(disk: &mut Persisted, write: &PendingWrite) -> Result<(), String> {
+    if let Some(snapshot) = &write.snapshot {
+        disk.entries.clear();
+        disk.snapshot = Some(snapshot.clone());
+    }
+    disk.append(&write.entries)?;
+    if let Some(hard_state) = &write.hard_state {
+        disk.hard_state = hard_state.clone();
+    }
+    if let Some(snapshot) = &write.compact {
+        disk.compact(snapshot.clone());
+    }
+    Ok(())
 }
