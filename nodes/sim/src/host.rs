@@ -35,7 +35,9 @@ use std::fmt::Debug;
 
 use crate::network::NetConfig;
 use crate::rng::SimRng;
-use raft::{Entry, HardState, Index, Message, NodeId, RawNode, Ready, Restored, Role, Snapshot};
+/// A node's disk, as the rest of the simulator models it.
+pub use crate::storage::Persisted;
+use raft::{Index, Message, NodeId, RawNode, Ready, Restored, Role, Snapshot};
 
 /// Virtual microseconds.
 pub type Micros = u64;
@@ -55,82 +57,31 @@ pub enum Addr {
     Client(ClientId),
 }
 
-/// A node's stable storage: what survives a crash.
-#[derive(Clone, Debug, Default)]
-pub struct Persisted {
-    pub hard_state: HardState,
-    pub snapshot: Option<Snapshot>,
-    pub entries: Vec<Entry>,
+/// Builds the `RawNode`'s recovery input from what the node's disk holds.
+fn restored(persisted: &Persisted) -> Restored {
+    Restored {
+        hard_state: persisted.hard_state.clone(),
+        snapshot: persisted.snapshot.as_ref().map(|s| s.meta.clone()),
+        entries: persisted.entries.clone(),
+        snapshot_data: persisted
+            .snapshot
+            .as_ref()
+            .map(|s| s.data.clone())
+            .unwrap_or_default(),
+    }
 }
 
-/// Bytes an entry takes on disk besides its data (term, index, kind,
-/// length, checksum), and a hard-state record's size.
-const ENTRY_OVERHEAD_BYTES: usize = 32;
-const HARD_STATE_BYTES: usize = 32;
-
-impl Persisted {
-    /// Persisted Raft state in bytes, as the labs' `persister.RaftStateSize()`.
-    pub fn raft_state_bytes(&self) -> usize {
-        HARD_STATE_BYTES
-            + self
-                .entries
-                .iter()
-                .map(|e| e.data.len() + ENTRY_OVERHEAD_BYTES)
-                .sum::<usize>()
+/// Step 1 of a Ready: the snapshot (Figure 13: a matching suffix of the log
+/// stays), the entries (a conflicting suffix is replaced), the hard state.
+fn persist(persisted: &mut Persisted, ready: &Ready) -> Result<(), String> {
+    if let Some(snapshot) = &ready.snapshot {
+        persisted.install_snapshot(snapshot.clone());
     }
-
-    pub fn snapshot_bytes(&self) -> usize {
-        self.snapshot.as_ref().map_or(0, |s| s.data.len())
+    persisted.append(&ready.entries)?;
+    if let Some(hard_state) = &ready.hard_state {
+        persisted.hard_state = hard_state.clone();
     }
-
-    pub fn snapshot_index(&self) -> Index {
-        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
-    }
-
-    fn term_at(&self, index: Index) -> Option<u64> {
-        if let Some(s) = self.snapshot.as_ref().filter(|s| s.meta.index == index) {
-            return Some(s.meta.term);
-        }
-        self.entries
-            .iter()
-            .find(|e| e.index == index)
-            .map(|e| e.term)
-    }
-
-    fn restored(&self) -> Restored {
-        Restored {
-            hard_state: self.hard_state.clone(),
-            snapshot: self.snapshot.as_ref().map(|s| s.meta.clone()),
-            entries: self.entries.clone(),
-            snapshot_data: self
-                .snapshot
-                .as_ref()
-                .map(|s| s.data.clone())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// Step 1 of a Ready: the snapshot, the entries (truncating a
-    /// conflicting suffix), the hard state. `core_last_index` is the core's
-    /// last log index after the Ready: after installing a snapshot it keeps
-    /// only the entries past it that it still holds (older-term entries
-    /// past the snapshot made a restart inconsistent, shardkv SEED=2104).
-    fn persist(&mut self, ready: &Ready, core_last_index: Index) {
-        if let Some(snapshot) = &ready.snapshot {
-            let snapshot_index = snapshot.meta.index;
-            self.entries
-                .retain(|e| e.index > snapshot_index && e.index <= core_last_index);
-            self.snapshot = Some(snapshot.clone());
-        }
-        if let Some(first) = ready.entries.first() {
-            let first_index = first.index;
-            self.entries.retain(|e| e.index < first_index);
-            self.entries.extend_from_slice(&ready.entries);
-        }
-        if let Some(hard_state) = &ready.hard_state {
-            self.hard_state = hard_state.clone();
-        }
-    }
+    Ok(())
 }
 
 /// A snapshot the server took of everything applied up to `index` (and
@@ -403,7 +354,7 @@ impl<S: Server, T> Host<S, T> {
         let mut config = raft::Config::new(id, slot.voters.clone());
         config.seed = raft_seed;
         S::configure_raft(&slot.spec, &mut config);
-        let raw = match RawNode::new(config, slot.persisted.restored()) {
+        let raw = match RawNode::new(config, restored(&slot.persisted)) {
             Ok(raw) => raw,
             Err(error) => {
                 let log: Vec<(Index, u64)> = slot
@@ -684,7 +635,9 @@ impl<S: Server, T> Host<S, T> {
             }
             let mut ready = live.raw.ready();
             // 1. persist
-            slot.persisted.persist(&ready, live.raw.status().last_index);
+            if let Err(error) = persist(&mut slot.persisted, &ready) {
+                panic!("node {id}: persisting a Ready: {error}");
+            }
             if ready.snapshot.is_some() {
                 slot.snapshots_installed += 1;
             }
@@ -709,8 +662,7 @@ impl<S: Server, T> Host<S, T> {
                     let term = slot.persisted.term_at(taken.index).unwrap_or_else(|| {
                         panic!("node {id}: no term for snapshot index {}", taken.index)
                     });
-                    slot.persisted.entries.retain(|e| e.index > taken.index);
-                    slot.persisted.snapshot = Some(Snapshot {
+                    slot.persisted.compact(Snapshot {
                         meta: raft::SnapshotMeta {
                             index: taken.index,
                             term,
