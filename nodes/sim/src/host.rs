@@ -30,7 +30,7 @@
 //! message or a timer) and gets the event loop, `run_until(time, stop)`.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt::Debug;
 
 use crate::network::NetConfig;
@@ -38,6 +38,10 @@ use crate::rng::SimRng;
 /// A node's disk, as the rest of the simulator models it.
 pub use crate::storage::Persisted;
 use raft::{Index, Message, NodeId, RawNode, Ready, Restored, Role, Snapshot};
+
+#[path = "host_links.rs"]
+mod links;
+pub use links::HostLinks;
 
 /// Virtual microseconds.
 pub type Micros = u64;
@@ -224,12 +228,7 @@ pub struct Host<S: Server, T> {
     next_event: u64,
     nodes: BTreeMap<NodeId, NodeSlot<S>>,
     pub net: NetConfig,
-    /// Partition side per node; nodes on the same side (0 if not named) talk.
-    sides: BTreeMap<NodeId, u32>,
-    /// Nodes each client can reach; a client not listed reaches all.
-    client_reach: BTreeMap<ClientId, BTreeSet<NodeId>>,
-    /// Latest arrival planned per link, for FIFO links.
-    last_arrival: BTreeMap<(Addr, Addr), Micros>,
+    links: HostLinks,
     pub stats: HostStats,
 }
 
@@ -245,9 +244,7 @@ impl<S: Server, T> Host<S, T> {
             next_event: 0,
             nodes: BTreeMap::new(),
             net: NetConfig::reliable(),
-            sides: BTreeMap::new(),
-            client_reach: BTreeMap::new(),
-            last_arrival: BTreeMap::new(),
+            links: HostLinks::default(),
             stats: HostStats::default(),
         }
     }
@@ -406,47 +403,22 @@ impl<S: Server, T> Host<S, T> {
 
     // ---- the network ---------------------------------------------------
 
-    /// Only nodes on the same side can talk; the nodes not named form one
-    /// more side together (so `partition(&[vec![n]])` isolates `n`).
-    /// Clients are not affected (see [`Host::set_client_reach`]).
+    /// See [`HostLinks::partition`].
     pub fn partition(&mut self, sides: &[Vec<NodeId>]) {
-        self.sides.clear();
-        for (side, members) in sides.iter().enumerate() {
-            for id in members {
-                self.sides.insert(*id, side as u32 + 1);
-            }
-        }
+        self.links.partition(sides);
     }
 
     pub fn heal(&mut self) {
-        self.sides.clear();
+        self.links.heal();
     }
 
     /// Which nodes `client` can reach; `None`: all of them.
     pub fn set_client_reach(&mut self, client: ClientId, nodes: Option<Vec<NodeId>>) {
-        match nodes {
-            Some(nodes) => {
-                self.client_reach
-                    .insert(client, nodes.into_iter().collect());
-            }
-            None => {
-                self.client_reach.remove(&client);
-            }
-        }
+        self.links.set_client_reach(client, nodes);
     }
 
     pub fn linked(&self, a: Addr, b: Addr) -> bool {
-        let side = |id: &NodeId| self.sides.get(id).copied().unwrap_or(0);
-        let reaches = |c: &ClientId, n: &NodeId| {
-            self.client_reach
-                .get(c)
-                .is_none_or(|reach| reach.contains(n))
-        };
-        match (a, b) {
-            (Addr::Node(x), Addr::Node(y)) => side(&x) == side(&y),
-            (Addr::Client(c), Addr::Node(n)) | (Addr::Node(n), Addr::Client(c)) => reaches(&c, &n),
-            (Addr::Client(_), Addr::Client(_)) => false,
-        }
+        self.links.linked(a, b)
     }
 
     /// When the copies of a message from `from` to `to` arrive: none if
@@ -457,9 +429,7 @@ impl<S: Server, T> Host<S, T> {
         for delay in self.net.plan(&mut self.rng).into_iter().flatten() {
             let mut at = self.now_us + delay;
             if self.net.fifo_links {
-                let last = self.last_arrival.entry((from, to)).or_insert(0);
-                at = at.max(*last);
-                *last = at;
+                at = self.links.fifo_arrival(from, to, at);
             }
             arrivals.push(at);
         }
@@ -733,183 +703,5 @@ pub trait Harness: Sized {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A replicated register: the smallest server that answers clients
-    /// only once their write applies, and snapshots.
-    #[derive(Clone, Debug, PartialEq)]
-    enum Msg {
-        Write(u64),
-        Written(u64),
-        Refused,
-    }
-
-    #[derive(Default)]
-    struct Register {
-        value: u64,
-        applied: Index,
-        last_snapshot: Index,
-        waiting: BTreeMap<Index, Addr>,
-    }
-
-    fn decode(data: &[u8]) -> Option<u64> {
-        Some(u64::from_le_bytes(data.try_into().ok()?))
-    }
-
-    impl Server for Register {
-        type Spec = ();
-        type Message = Msg;
-
-        fn start(_: &(), _: NodeId, _: u64, snapshot: Option<&Snapshot>) -> Result<Self, String> {
-            let mut register = Register::default();
-            if let Some(s) = snapshot {
-                register.value = decode(&s.data).ok_or("bad snapshot")?;
-                register.applied = s.meta.index;
-                register.last_snapshot = s.meta.index;
-            }
-            Ok(register)
-        }
-
-        fn tick(&mut self, _: &mut Node<'_, Msg>) {}
-
-        fn receive(&mut self, node: &mut Node<'_, Msg>, from: Addr, message: Msg) {
-            if let Msg::Write(v) = message {
-                match node.raw.propose(v.to_le_bytes().to_vec()) {
-                    Ok(index) => {
-                        self.waiting.insert(index, from);
-                    }
-                    Err(_) => node.send(from, Msg::Refused),
-                }
-            }
-        }
-
-        fn apply(&mut self, node: &mut Node<'_, Msg>, ready: &Ready) -> Result<(), String> {
-            if let Some(s) = ready
-                .snapshot
-                .as_ref()
-                .filter(|s| s.meta.index > self.applied)
-            {
-                self.value = decode(&s.data).ok_or("bad snapshot")?;
-                self.applied = s.meta.index;
-            }
-            for entry in ready.committed_entries.iter() {
-                if entry.index <= self.applied {
-                    continue;
-                }
-                self.applied = entry.index;
-                if let Some(v) = decode(&entry.data) {
-                    self.value = v;
-                }
-                if let Some(client) = self.waiting.remove(&entry.index) {
-                    node.send(client, Msg::Written(self.value));
-                }
-            }
-            Ok(())
-        }
-
-        fn maybe_snapshot(
-            &mut self,
-            node: &mut Node<'_, Msg>,
-            raft_state_bytes: usize,
-        ) -> Result<Option<SnapshotTaken>, String> {
-            if raft_state_bytes < 600 || self.applied <= self.last_snapshot {
-                return Ok(None);
-            }
-            let data = self.value.to_le_bytes().to_vec();
-            node.raw
-                .compact(self.applied, data.clone())
-                .map_err(|e| e.to_string())?;
-            self.last_snapshot = self.applied;
-            Ok(Some(SnapshotTaken {
-                index: self.applied,
-                data,
-            }))
-        }
-    }
-
-    const IDS: [NodeId; 3] = [1, 2, 3];
-
-    /// Client 0 writes `v` through whichever node leads, retrying until
-    /// it is acknowledged; returns false if that takes 10 virtual seconds.
-    fn write(host: &mut Host<Register, ()>, v: u64) -> bool {
-        let deadline = host.now_us() + 10 * SECOND;
-        while host.now_us() < deadline {
-            let Some(leader) = host.leader_among(&IDS) else {
-                host.step(host.now_us() + TICK_US);
-                continue;
-            };
-            host.send(Addr::Client(0), Addr::Node(leader), Msg::Write(v));
-            let attempt_end = host.now_us() + 300 * MS;
-            while let Some(step) = host.step(attempt_end) {
-                if let HostStep::ToClient { message, .. } = step {
-                    if message == Msg::Written(v) {
-                        return true;
-                    }
-                    break;
-                }
-            }
-        }
-        false
-    }
-
-    fn values(host: &Host<Register, ()>) -> Vec<Option<u64>> {
-        IDS.iter()
-            .map(|id| host.server(*id).map(|r| r.value))
-            .collect()
-    }
-
-    #[test]
-    fn writes_survive_a_leader_crash_and_a_whole_group_restart() {
-        let mut host: Host<Register, ()> = Host::new(7);
-        host.net = NetConfig::unreliable();
-        host.add_group(IDS.iter().map(|id| (*id, ())).collect());
-        for v in 1..=30 {
-            assert!(write(&mut host, v), "write {v}");
-            if v == 10 {
-                let leader = host.leader_among(&IDS).expect("a leader acknowledged");
-                host.crash(leader);
-                assert!(!host.is_up(leader));
-            }
-        }
-        IDS.iter().for_each(|id| host.crash(*id));
-        IDS.iter().for_each(|id| host.restart(*id));
-        host.net = NetConfig::reliable();
-        let until = host.now_us() + 5 * SECOND;
-        while host.step(until).is_some() {}
-        assert_eq!(values(&host), vec![Some(30); 3]);
-        assert!(host.slots().any(|s| s.persisted.snapshot.is_some()));
-        assert!(host.slots().all(|s| s.max_raft_state_bytes_seen < 2_000));
-        // The leader crashed at write 10 was down already for the second crash.
-        assert_eq!(host.stats.crashes, 3);
-    }
-
-    #[test]
-    fn partitions_and_client_reach_cut_messages() {
-        let mut host: Host<Register, ()> = Host::new(3);
-        host.add_group(IDS.iter().map(|id| (*id, ())).collect());
-        assert!(write(&mut host, 1));
-        // A client that reaches no node gets no answer.
-        host.set_client_reach(0, Some(vec![]));
-        assert!(!host.linked(Addr::Client(0), Addr::Node(1)));
-        let leader = host.leader_among(&IDS).expect("leader");
-        host.send(Addr::Client(0), Addr::Node(leader), Msg::Write(2));
-        let until = host.now_us() + SECOND;
-        while let Some(step) = host.step(until) {
-            assert!(!matches!(step, HostStep::ToClient { .. }), "{step:?}");
-        }
-        host.set_client_reach(0, None);
-        // The leader alone on its side cannot commit; the majority elects
-        // another leader and goes on.
-        host.partition(&[vec![leader]]);
-        let others: Vec<NodeId> = IDS.iter().copied().filter(|i| *i != leader).collect();
-        assert!(!host.linked(Addr::Node(leader), Addr::Node(others[0])));
-        assert!(host.linked(Addr::Node(others[0]), Addr::Node(others[1])));
-        assert!(write(&mut host, 3));
-        assert_eq!(host.server(leader).map(|r| r.value), Some(1));
-        host.heal();
-        let until = host.now_us() + 3 * SECOND;
-        while host.step(until).is_some() {}
-        assert_eq!(values(&host), vec![Some(3); 3]);
-    }
-}
+#[path = "host_tests.rs"]
+mod tests;
