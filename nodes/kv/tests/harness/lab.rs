@@ -15,22 +15,6 @@ use super::{AutoWorkload, Harness, Micros, NetConfig, World, MS, SECOND};
 /// The lab's election timeout, used for the settle pauses.
 pub const ELECTION_TIMEOUT_US: Micros = SECOND;
 
-/// Seeds to run: `SEED=n` replays one; `SIM_SEEDS=n` (default `default_count`)
-/// from `SIM_SEED_BASE` (default 1). Same variables as the simulator's sweeps.
-pub fn seeds(default_count: u64) -> Vec<u64> {
-    let env = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    if let Some(seed) = env("SEED") {
-        return vec![seed];
-    }
-    let count = env("SIM_SEEDS").unwrap_or(default_count);
-    let base = env("SIM_SEED_BASE").unwrap_or(1);
-    (base..base + count).collect()
-}
-
 /// Runs `scenario` per seed, printing `SEED=n` first; fails at the first
 /// failing seed with the replay command.
 pub fn sweep<R: std::fmt::Debug>(
@@ -38,7 +22,8 @@ pub fn sweep<R: std::fmt::Debug>(
     default_count: u64,
     scenario: impl Fn(u64) -> Result<R, String>,
 ) {
-    for seed in seeds(default_count) {
+    // SEED=n replays one; SIM_SEEDS / SIM_SEED_BASE as in the simulator's sweeps.
+    for seed in sim::seeds(default_count) {
         println!("SEED={seed}");
         match scenario(seed) {
             Ok(report) => println!("{name} SEED={seed}: {report:?}"),
