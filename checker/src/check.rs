@@ -57,8 +57,8 @@ pub enum GraphMode {
     Off,
     /// On a partition whose search runs long (more than
     /// [`GRAPH_AFTER_STEPS`] steps, or eight per operation): a violation it
-    /// finds ends the search at once. And on every partition the search
-    /// found not linearizable, to add the graph's explanation.
+    /// finds ends the search at once. (For violations the search finds by
+    /// itself, [`explain`] adds the graph's explanation afterwards.)
     Auto,
     /// Before every partition's search; a violation skips the search.
     First,
@@ -232,6 +232,26 @@ pub fn check_history(
     }
 }
 
+/// Adds the graph pre-pass's explanation to every non-linearizable
+/// partition of `result` that has none yet (the search found the violation
+/// by itself). A no-op for models the pre-pass does not support and for
+/// histories without unique values. Kept out of [`check_history`] so that a
+/// check costs only what its verdict needs; the CLI calls it for reports.
+pub fn explain(history: &History, kind: &ModelKind, result: &mut CheckResult) {
+    if !crate::graph::supports(kind) {
+        return;
+    }
+    for p in &mut result.partition_results {
+        if p.verdict == Verdict::NotLinearizable && p.proof.is_none() {
+            if let GraphVerdict::Violation(v) =
+                crate::graph::check_partition(history, kind, p.key.as_deref())
+            {
+                p.proof = Some(v);
+            }
+        }
+    }
+}
+
 /// The graph pre-pass of one partition (by key).
 type Prover<'a> = dyn Fn(Option<&str>) -> GraphVerdict + Sync + 'a;
 
@@ -245,12 +265,29 @@ fn partition<'h, M: Model>(
     let mut index: HashMap<Option<&'h str>, usize, BuildHasherDefault<FxHasher>> =
         HashMap::default();
     let mut groups: Vec<Partition<'h, M::Op>> = Vec::new();
+    // Consecutive operations often share a key (always, with one object):
+    // skip the hash lookup then.
+    let mut last: Option<(Option<&'h str>, usize)> = None;
     for op in &history.operations {
         let key = model.partition_key(op);
-        let group = *index.entry(key).or_insert_with(|| {
-            groups.push((key, Vec::new()));
-            groups.len() - 1
-        });
+        let group = match last {
+            Some((k, g)) if k == key => g,
+            _ => {
+                let g = *index.entry(key).or_insert_with(|| {
+                    groups.push((
+                        key,
+                        Vec::with_capacity(if key.is_none() {
+                            history.operations.len()
+                        } else {
+                            0
+                        }),
+                    ));
+                    groups.len() - 1
+                });
+                last = Some((key, g));
+                g
+            }
+        };
         if let Some(prepared) = model.prepare(op)? {
             let ret = match op.status {
                 Status::Info => None,
@@ -264,7 +301,9 @@ fn partition<'h, M: Model>(
             });
         }
     }
-    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if groups.len() > 1 {
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
     Ok(groups)
 }
 
@@ -313,7 +352,9 @@ fn check_inner<M: Model>(
     }
     .clamp(1, groups.len().max(1));
     let mut work: Vec<usize> = (0..groups.len()).collect();
-    work.sort_by_key(|&g| std::cmp::Reverse(groups[g].1.len()));
+    if work.len() > 1 {
+        work.sort_by_key(|&g| std::cmp::Reverse(groups[g].1.len()));
+    }
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<PartitionResult>>> = Mutex::new(vec![None; groups.len()]);
 
@@ -356,14 +397,6 @@ fn check_inner<M: Model>(
                 _ => Some(search(model, ops, &budget)),
             }
         };
-        // The search found a violation by itself: add the graph's explanation.
-        if let (Some(prove), Some(o)) = (prover, &outcome) {
-            if o.verdict == Verdict::NotLinearizable && proof.is_none() {
-                if let GraphVerdict::Violation(v) = prove(*key) {
-                    proof = Some(v);
-                }
-            }
-        }
         let result = match outcome {
             Some(mut o) => {
                 // Decided by the graph: the operations its proof involves.

@@ -19,8 +19,8 @@ pub mod search;
 pub mod value;
 
 pub use check::{
-    check_history, check_with, CheckResult, GraphMode, Options, PartitionResult, UnknownReason,
-    Verdict,
+    check_history, check_with, explain, CheckResult, GraphMode, Options, PartitionResult,
+    UnknownReason, Verdict,
 };
 pub use history::{Event, EventKind, Format, History, Operation, ParseError, Status};
 pub use model::{Model, ModelError, ModelKind};

@@ -182,8 +182,11 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         format.as_str(),
         model.name()
     );
-    let result = check_history(&history, &model, &options)
+    let mut result = check_history(&history, &model, &options)
         .map_err(|e| anyhow::anyhow!("{}:{}", args.file.display(), e))?;
+    if options.graph != GraphMode::Off {
+        checker::explain(&history, &model, &mut result);
+    }
     if let Some(path) = &args.html {
         checker::html::write_report(path, &history, &result)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -343,11 +343,13 @@ struct Cache {
 }
 
 impl Cache {
-    fn new() -> Cache {
+    /// A cache sized for a partition of `ops` operations (it grows as needed).
+    fn new(ops: usize) -> Cache {
+        let slots = (2 * ops).next_power_of_two().clamp(64, 1 << 16);
         Cache {
-            slots: vec![NONE; 1 << 10],
-            entries: Vec::new(),
-            arena: Vec::new(),
+            slots: vec![NONE; slots],
+            entries: Vec::with_capacity(slots / 2),
+            arena: Vec::with_capacity(slots),
         }
     }
 
@@ -485,15 +487,47 @@ struct Entries {
 impl Entries {
     fn new(calls: &[usize], returns: &[Option<usize>]) -> Entries {
         let n = calls.len();
-        let mut events: Vec<(usize, u32, bool)> = Vec::with_capacity(2 * n);
-        for i in 0..n {
-            events.push((calls[i], i as u32, true));
-            if let Some(r) = returns[i] {
-                events.push((r, i as u32, false));
+        // Entries in position order, each as (op << 1 | is_return). Positions
+        // are distinct event indices (a call sorts before a return at a tie).
+        // When they are dense (one partition holding most of a history) a
+        // bucket pass orders them; else a sort of packed keys.
+        let count_events = n + returns.iter().flatten().count();
+        let positions = || {
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (c, (i as u64) << 1))
+                .chain(
+                    returns
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, r)| r.map(|r| (r, ((i as u64) << 1) | 1))),
+                )
+        };
+        let (low, high) =
+            positions().fold((usize::MAX, 0), |(lo, hi), (p, _)| (lo.min(p), hi.max(p)));
+        let mut events: Vec<u64> = Vec::with_capacity(count_events);
+        if count_events > 0 && high - low < 4 * count_events {
+            let mut buckets: Vec<u64> = vec![u64::MAX; high - low + 1];
+            let mut dense = true;
+            for (p, tag) in positions() {
+                let slot = &mut buckets[p - low];
+                if *slot != u64::MAX {
+                    dense = false;
+                    break;
+                }
+                *slot = tag;
+            }
+            if dense {
+                events.extend(buckets.into_iter().filter(|&t| t != u64::MAX));
             }
         }
-        // Positions are distinct event indices; a call sorts before a return at a tie.
-        events.sort_unstable_by_key(|&(position, _, is_call)| (position, !is_call));
+        if events.len() != count_events {
+            events.clear();
+            let mut keyed: Vec<(usize, u64)> = positions().collect();
+            keyed.sort_unstable_by_key(|&(p, tag)| (p, tag & 1));
+            events.extend(keyed.into_iter().map(|(_, tag)| tag));
+        }
         let count = events.len() + 1;
         let mut entries = Entries {
             next: vec![NONE; count],
@@ -503,7 +537,8 @@ impl Entries {
             call_entry: vec![NONE; n],
             return_entry: vec![NONE; n],
         };
-        for (k, &(_, op, is_call)) in events.iter().enumerate() {
+        for (k, &tag) in events.iter().enumerate() {
+            let (op, is_call) = ((tag >> 1) as u32, tag & 1 == 0);
             let e = k + 1;
             entries.op[e] = op;
             entries.is_call[e] = is_call;
@@ -576,9 +611,15 @@ pub fn search_probed<M: Model>(
     budget: &Budget,
     probe: Option<Probe<'_>>,
 ) -> SearchOutcome {
+    if let Some(outcome) = sequential(model, ops) {
+        return outcome;
+    }
     // Unknown-outcome ops nothing could observe are left out up front.
-    let prepared: Vec<&M::Op> = ops.iter().map(|o| &o.op).collect();
     let optional: Vec<bool> = ops.iter().map(|o| o.ret.is_none()).collect();
+    if !optional.contains(&true) {
+        return search_prepared(model, ops, budget, probe);
+    }
+    let prepared: Vec<&M::Op> = ops.iter().map(|o| &o.op).collect();
     let drop = model.unobservable_unknowns(&prepared, &optional);
     if drop.iter().any(|&d| d) {
         let kept: Vec<PreparedOp<M::Op>> = ops
@@ -592,6 +633,51 @@ pub fn search_probed<M: Model>(
     search_prepared(model, ops, budget, probe)
 }
 
+/// A partition whose operations do not overlap at all (each returns before
+/// the next is invoked) and all completed has one possible order: step
+/// through it, no search needed. `None` when the partition is not like that.
+/// This is the common case for a key only one client uses.
+fn sequential<M: Model>(model: &M, ops: &[PreparedOp<M::Op>]) -> Option<SearchOutcome> {
+    let mut previous_return = None;
+    for op in ops {
+        let ret = op.ret?;
+        if previous_return.is_some_and(|r| r >= op.call) || ret < op.call {
+            return None;
+        }
+        previous_return = Some(ret);
+    }
+    let mut state = model.init();
+    let mut heap = model.state_heap_bytes(&state);
+    for (k, op) in ops.iter().enumerate() {
+        match model.step(&state, &op.op) {
+            Some(next) => {
+                state = next;
+                heap = heap.max(model.state_heap_bytes(&state));
+            }
+            None => {
+                return Some(SearchOutcome {
+                    verdict: Verdict::NotLinearizable,
+                    unknown_reason: None,
+                    longest_prefix: ops[..k].iter().map(|o| o.id).collect(),
+                    unlinearizable: vec![op.id],
+                    state_after_prefix: Some(model.describe_state(&state)),
+                    cache_entries: 0,
+                    memory_bytes: heap,
+                })
+            }
+        }
+    }
+    Some(SearchOutcome {
+        verdict: Verdict::Linearizable,
+        unknown_reason: None,
+        longest_prefix: ops.iter().map(|o| o.id).collect(),
+        unlinearizable: Vec::new(),
+        state_after_prefix: Some(model.describe_state(&state)),
+        cache_entries: 0,
+        memory_bytes: heap,
+    })
+}
+
 fn search_prepared<M: Model>(
     model: &M,
     ops: &[PreparedOp<M::Op>],
@@ -599,12 +685,24 @@ fn search_prepared<M: Model>(
     mut probe: Option<Probe<'_>>,
 ) -> SearchOutcome {
     // Local numbering: definite operations first, in call order, then unknown-outcome ones.
-    let mut order: Vec<usize> = (0..ops.len()).collect();
-    order.sort_unstable_by_key(|&i| (ops[i].ret.is_none(), ops[i].call, i));
+    // Partitions come in call order (a history's operations are in invocation
+    // order), so this is a stable split, not a sort, in the usual case.
+    let order: Vec<usize> = if ops.windows(2).all(|w| w[0].call < w[1].call) {
+        let mut order = Vec::with_capacity(ops.len());
+        order.extend((0..ops.len()).filter(|&i| ops[i].ret.is_some()));
+        order.extend((0..ops.len()).filter(|&i| ops[i].ret.is_none()));
+        order
+    } else {
+        let mut order: Vec<usize> = (0..ops.len()).collect();
+        order.sort_unstable_by_key(|&i| (ops[i].ret.is_none(), ops[i].call, i));
+        order
+    };
     let definite = ops.iter().filter(|o| o.ret.is_some()).count();
     let calls: Vec<usize> = order.iter().map(|&i| ops[i].call).collect();
     let returns: Vec<Option<usize>> = order.iter().map(|&i| ops[i].ret).collect();
     let local = |i: u32| &ops[order[i as usize]];
+    // The prepared ops in local numbering, so `via` slices are copied, not gathered.
+    let lops: Vec<&M::Op> = order.iter().map(|&i| &ops[i].op).collect();
 
     // For each optional op, the previous optional op (in call order) with an identical effect.
     let mut twin_before: Vec<u32> = vec![NONE; ops.len()];
@@ -612,31 +710,30 @@ fn search_prepared<M: Model>(
         // Only the immediately previous twin is valid here; a bounded scan
         // that misses it just leaves the op unpruned.
         let lowest = definite.max(i.saturating_sub(TWIN_SCAN_MAX));
-        if let Some(j) = (lowest..i)
-            .rev()
-            .find(|&j| local(j as u32).op == local(i as u32).op)
-        {
+        if let Some(j) = (lowest..i).rev().find(|&j| lops[j] == lops[i]) {
             *twin = j as u32;
         }
     }
     // Definite ops whose legality the lookahead checks (reads), in call order.
     let observer: Vec<bool> = (0..ops.len())
-        .map(|i| i < definite && model.observes(&local(i as u32).op))
+        .map(|i| i < definite && model.observes(lops[i]))
         .collect();
     let observers: Vec<u32> = (0..definite as u32)
         .filter(|&i| observer[i as usize])
         .collect();
     let mut entries = Entries::new(&calls, &returns);
     let mut linearized = Linearized::new(definite, ops.len());
-    let mut cache = Cache::new();
+    let mut cache = Cache::new(ops.len());
     let mut states: States<M::State> = States::new();
     let mut memo: Vec<(u32, u32)> = vec![(NONE, NONE); ops.len()];
-    let mut stack: Vec<(u32, u32)> = Vec::new();
+    let mut stack: Vec<(u32, u32)> = Vec::with_capacity(ops.len());
     let mut state = states.intern(model.init(), |s| model.state_heap_bytes(s));
     let mut remaining = definite;
 
     let mut best_depth: Option<usize> = None;
-    let mut best_prefix: Vec<u32> = Vec::new();
+    let mut best_prefix: Vec<u32> = Vec::with_capacity(ops.len());
+    // How many leading entries of `stack` and `best_prefix` are equal.
+    let mut best_agree = 0usize;
     let mut best_blocked: Vec<u32> = Vec::new();
     let mut best_state = state;
 
@@ -665,34 +762,43 @@ fn search_prepared<M: Model>(
     // in plain call order every node first retries every old pending op that
     // never happened (etcd_002: 144 ms in porcupine, ~35 us here).
     // The candidates of every open node, and per node (start, cursor) into it.
-    let mut candidates: Vec<u32> = Vec::new();
-    let mut frames: Vec<(u32, u32)> = Vec::new();
-    let open_frame =
-        |entries: &Entries, candidates: &mut Vec<u32>, frames: &mut Vec<(u32, u32)>| {
-            let start = candidates.len();
-            let mut e = entries.next[HEAD as usize];
-            while e != NONE && entries.is_call[e as usize] {
-                candidates.push(entries.op[e as usize]);
-                e = entries.next[e as usize];
+    let mut candidates: Vec<u32> = Vec::with_capacity(4 * ops.len().min(1 << 16));
+    let mut frames: Vec<(u32, u32)> = Vec::with_capacity(ops.len() + 1);
+    let mut optional_scratch: Vec<u32> = Vec::new();
+    // Definite ops in call order, then optional ones newest first: a
+    // recently invoked unknown-outcome op is the likeliest to have just
+    // taken effect, while old ones that the search keeps skipping probably
+    // never happened. Oldest-first here makes a stuck node try every subset
+    // of long-dead ops before the one that matters. The entry list is in
+    // call order already, so this is a split, not a sort.
+    let open_frame = |entries: &Entries,
+                      candidates: &mut Vec<u32>,
+                      frames: &mut Vec<(u32, u32)>,
+                      optional_scratch: &mut Vec<u32>| {
+        let start = candidates.len();
+        let mut e = entries.next[HEAD as usize];
+        while e != NONE && entries.is_call[e as usize] {
+            let op = entries.op[e as usize];
+            if (op as usize) < definite {
+                candidates.push(op);
+            } else {
+                optional_scratch.push(op);
             }
-            // Definite ops in call order, then optional ones newest first:
-            // a recently invoked unknown-outcome op is the likeliest to have
-            // just taken effect, while old ones that the search keeps
-            // skipping probably never happened. Oldest-first here makes a
-            // stuck node try every subset of long-dead ops before the one
-            // that matters.
-            candidates[start..].sort_unstable_by_key(|&op| {
-                let call = calls[op as usize];
-                if (op as usize) < definite {
-                    (false, call)
-                } else {
-                    (true, usize::MAX - call)
-                }
-            });
-            frames.push((start as u32, start as u32));
-        };
-    open_frame(&entries, &mut candidates, &mut frames);
-    let mut via: Vec<&M::Op> = Vec::new();
+            e = entries.next[e as usize];
+        }
+        for &op in optional_scratch.iter().rev() {
+            candidates.push(op);
+        }
+        optional_scratch.clear();
+        frames.push((start as u32, start as u32));
+    };
+    open_frame(
+        &entries,
+        &mut candidates,
+        &mut frames,
+        &mut optional_scratch,
+    );
+    let mut via: Vec<&M::Op> = Vec::with_capacity(FUTURE_LOOKAHEAD_OPS_MAX + 64);
 
     loop {
         if remaining == 0 {
@@ -797,7 +903,7 @@ fn search_prepared<M: Model>(
             let next = if from == state {
                 to
             } else {
-                let to = match model.step(&states.states[state as usize], &local(op).op) {
+                let to = match model.step(&states.states[state as usize], lops[op as usize]) {
                     Some(s) => states.intern(s, |s| model.state_heap_bytes(s)),
                     None => ILLEGAL,
                 };
@@ -822,7 +928,12 @@ fn search_prepared<M: Model>(
                     if !optional {
                         remaining -= 1;
                     }
-                    open_frame(&entries, &mut candidates, &mut frames);
+                    open_frame(
+                        &entries,
+                        &mut candidates,
+                        &mut frames,
+                        &mut optional_scratch,
+                    );
                     // Abandon the node at once if an op that must still be
                     // linearized can no longer become legal (model hook).
                     // Only observers (reads) can fail that test; the ops
@@ -841,9 +952,14 @@ fn search_prepared<M: Model>(
                         let frontier = candidates.len() - start;
                         via.clear();
                         let mut dead = false;
-                        if observer[blocking as usize] {
-                            via.extend(candidates[start..].iter().map(|&c| &local(c).op));
-                            dead = !model.may_become_legal(current, &local(blocking).op, &via);
+                        // `may_become_legal` is monotone in `via`: legal
+                        // with none means legal with any, so `via` is only
+                        // built when that cheap test fails.
+                        if observer[blocking as usize]
+                            && !model.may_become_legal(current, lops[blocking as usize], &[])
+                        {
+                            via.extend(candidates[start..].iter().map(|&c| lops[c as usize]));
+                            dead = !model.may_become_legal(current, lops[blocking as usize], &via);
                         }
                         let range = |lo: usize, hi: usize, x_return: usize| {
                             let slice = &calls[lo..hi];
@@ -870,6 +986,9 @@ fn search_prepared<M: Model>(
                             let Some(x_return) = returns[x as usize] else {
                                 continue;
                             };
+                            if model.may_become_legal(current, lops[x as usize], &[]) {
+                                continue;
+                            }
                             let later_definite = range(0, definite, x_return);
                             let later_optional = range(definite, ops.len(), x_return);
                             let later = later_definite.len() + later_optional.len();
@@ -883,12 +1002,12 @@ fn search_prepared<M: Model>(
                                 continue;
                             }
                             if via.is_empty() && frontier > 0 {
-                                via.extend(candidates[start..].iter().map(|&c| &local(c).op));
+                                via.extend(candidates[start..].iter().map(|&c| lops[c as usize]));
                             }
                             via.truncate(frontier);
-                            via.extend(later_definite.map(|i| &local(i as u32).op));
-                            via.extend(later_optional.map(|i| &local(i as u32).op));
-                            dead = !model.may_become_legal(current, &local(x).op, &via);
+                            via.extend_from_slice(&lops[later_definite]);
+                            via.extend_from_slice(&lops[later_optional]);
+                            dead = !model.may_become_legal(current, lops[x as usize], &via);
                         }
                         if dead {
                             let last = frames.len() - 1;
@@ -906,7 +1025,10 @@ fn search_prepared<M: Model>(
         // from here. Remember the deepest point, then backtrack.
         if best_depth.is_none_or(|d| stack.len() > d) {
             best_depth = Some(stack.len());
-            best_prefix = stack.iter().map(|&(op, _)| op).collect();
+            // Only the part of the stack that changed since the last copy.
+            best_prefix.truncate(best_agree);
+            best_prefix.extend(stack[best_agree..].iter().map(|&(op, _)| op));
+            best_agree = stack.len();
             best_state = state;
             best_blocked.clear();
             let mut e = entries.next[HEAD as usize];
@@ -921,7 +1043,7 @@ fn search_prepared<M: Model>(
                 for &candidate in &candidates[start..] {
                     if (candidate as usize) < definite
                         && candidate != blocking
-                        && model.step(current, &local(candidate).op).is_none()
+                        && model.step(current, lops[candidate as usize]).is_none()
                     {
                         best_blocked.push(candidate);
                     }
@@ -945,6 +1067,7 @@ fn search_prepared<M: Model>(
                 bytes,
             );
         };
+        best_agree = best_agree.min(stack.len());
         linearized.clear(op as usize);
         state = previous;
         entries.unlift(op);

@@ -86,7 +86,9 @@ pub trait Model: Sync {
     /// Whether `op` could become legal from `state` after some sequence of
     /// the operations in `via` (the only ones that may still come before
     /// it). Used to abandon a search node early: it must be conservative
-    /// (`true` when unsure). The default is always `true`.
+    /// (`true` when unsure), and monotone in `via` (true with some ops
+    /// means true with more: the search asks with an empty `via` first).
+    /// The default is always `true`.
     fn may_become_legal(&self, state: &Self::State, op: &Self::Op, via: &[&Self::Op]) -> bool {
         let _ = (state, op, via);
         true
