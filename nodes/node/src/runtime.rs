@@ -7,9 +7,17 @@
 //!
 //! 1. waits for a tick, peer messages or client requests, and takes every
 //!    input already queued (batching: many proposals share one Ready);
-//! 2. handles each Ready in the order `raft::Ready` prescribes: persist
-//!    (snapshot, entries, hard state; one fdatasync), send messages, apply,
-//!    serve reads, advance; then snapshots if the log has grown too large;
+//! 2. handles each Ready with Raft's async storage writes (thesis §10.2.1,
+//!    `raft::Config::async_storage_writes`): sends the leader's Appends at
+//!    once, hands the snapshot, entries and hard state to the storage thread
+//!    (`storage::StorageWriter`: group commit, one fdatasync per wake-up),
+//!    applies, serves reads, advances; then snapshots if the log has grown
+//!    too large. The Ready's other messages (votes, acknowledgements) wait
+//!    until the storage thread reports the write durable; then they go out
+//!    and the core learns it (`RawNode::on_persisted`), so a leader counts
+//!    its own copy only once it is on disk. The loop keeps receiving and
+//!    sending while the disk syncs, and the leader's fsync runs in parallel
+//!    with the followers' instead of before them;
 //! 3. answers the client requests the service has finished and starts the
 //!    requests it sends to other nodes (shardkv: controller, other groups).
 //!
@@ -21,7 +29,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use raft::{Index, Message, RawNode, Ready, Restored, Role, Snapshot, SnapshotMeta};
-use storage::{DiskOptions, DiskStorage, LogStore};
+use storage::{DiskOptions, DiskStorage, StorageWriter, Write, WriteOutcome};
 use transport::{
     request_channel, Endpoint, EndpointConfig, Incoming, PeerAddress, PendingRequest, Responder,
 };
@@ -103,7 +111,19 @@ struct Node {
     config: NodeConfig,
     raw: RawNode,
     service: Box<dyn Service>,
-    store: DiskStorage,
+    /// The storage thread; see `handle_readies`.
+    store: StorageWriter,
+    /// Where the storage thread reports finished writes.
+    write_outcomes: Option<tokio::sync::mpsc::UnboundedReceiver<WriteOutcome>>,
+    /// The hard state last handed to the storage thread.
+    written_hard_state: raft::HardState,
+    /// Messages waiting for a write: each batch may leave once the write
+    /// with this id (the newest submitted before it) is done.
+    held_messages: VecDeque<(u64, Vec<Message>)>,
+    /// For `RawNode::on_persisted`: the last entry (or snapshot) of a write.
+    persist_points: VecDeque<(u64, Index, raft::Term)>,
+    /// Every write up to this id is done.
+    writes_done_through: u64,
     endpoint: Endpoint<Message>,
     log_size: LogSize,
     name_to_id: HashMap<String, u64>,
@@ -171,7 +191,15 @@ impl Node {
             entries: recovered.entries,
             snapshot_data: recovered.snapshot.map(|s| s.data).unwrap_or_default(),
         };
-        let raw = RawNode::new(config.raft_config(), restored)?;
+        let written_hard_state = restored.hard_state.clone();
+        let mut raft_config = config.raft_config();
+        raft_config.async_storage_writes = true;
+        let raw = RawNode::new(raft_config, restored)?;
+        let (outcome_sender, write_outcomes) = tokio::sync::mpsc::unbounded_channel();
+        let store = StorageWriter::spawn(store, move |outcome| {
+            // The loop is gone only when the node stops.
+            let _ = outcome_sender.send(outcome);
+        })?;
 
         let mut endpoint_config = EndpointConfig::from_files(
             &config.tls.cert,
@@ -207,6 +235,11 @@ impl Node {
             raw,
             service,
             store,
+            write_outcomes: Some(write_outcomes),
+            written_hard_state,
+            held_messages: VecDeque::new(),
+            persist_points: VecDeque::new(),
+            writes_done_through: 0,
             endpoint,
             log_size,
             name_to_id,
@@ -233,12 +266,21 @@ impl Node {
         tokio::pin!(shutdown);
         let (_never_sent, idle) = tokio::sync::mpsc::unbounded_channel();
         let mut outbound = self.outbound_receiver.take().unwrap_or(idle);
+        let (_never_done, no_writes) = tokio::sync::mpsc::unbounded_channel();
+        let mut write_outcomes = self.write_outcomes.take().unwrap_or(no_writes);
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => {
                     tracing::info!("shutting down");
                     return Ok(());
+                }
+                Some(outcome) = write_outcomes.recv() => {
+                    let mut through = outcome?;
+                    while let Ok(next) = write_outcomes.try_recv() {
+                        through = through.max(next?);
+                    }
+                    self.on_writes_done(through);
                 }
                 _ = ticker.tick() => {
                     self.raw.tick();
@@ -304,11 +346,26 @@ impl Node {
         }
     }
 
+    /// Raft's async storage writes: the leader's Appends leave now, the
+    /// write goes to the storage thread, the other messages wait for it
+    /// (`on_writes_done`), and committed entries are applied at once (the
+    /// core commits only what a majority holds durably).
     fn handle_readies(&mut self) -> Result<(), RunError> {
         while self.raw.has_ready() {
-            let ready = self.raw.ready();
-            self.persist(&ready)?;
-            self.send(&ready.messages);
+            let mut ready = self.raw.ready();
+            self.send(&ready.early_messages);
+            self.persist(&mut ready)?;
+            let messages = std::mem::take(&mut ready.messages);
+            if !messages.is_empty() {
+                // Even a Ready that writes nothing may acknowledge entries
+                // an earlier write still carries: wait for that write.
+                let after = self.store.last_submitted();
+                if after <= self.writes_done_through {
+                    self.send(&messages);
+                } else {
+                    self.held_messages.push_back((after, messages));
+                }
+            }
             self.service.on_ready(&mut self.raw, &ready)?;
             self.raw.advance();
             self.maybe_snapshot()?;
@@ -316,35 +373,66 @@ impl Node {
         Ok(())
     }
 
-    /// Step 1 of a Ready: snapshot, entries and hard state with one fdatasync.
+    /// The storage thread finished every write up to `through`: send what
+    /// waited for them and tell Raft what is durable.
+    fn on_writes_done(&mut self, through: u64) {
+        self.writes_done_through = self.writes_done_through.max(through);
+        while let Some((after, _)) = self.held_messages.front() {
+            if *after > through {
+                break;
+            }
+            if let Some((_, messages)) = self.held_messages.pop_front() {
+                self.send(&messages);
+            }
+        }
+        while let Some(&(id, index, term)) = self.persist_points.front() {
+            if id > through {
+                break;
+            }
+            self.persist_points.pop_front();
+            self.raw.on_persisted(index, term);
+        }
+    }
+
+    /// Step 1 of a Ready: hands snapshot, entries and hard state to the
+    /// storage thread as one batch (it syncs once per wake-up).
     ///
     /// A Ready whose only change is the commit index is written but not synced (etcd's
     /// MustSync rule): the commit index is re-learned from the leader after a crash, and no
     /// message depends on it being durable. Half of a leader's fdatasyncs were such 50-byte
     /// records before.
-    fn persist(&mut self, ready: &Ready) -> Result<(), RunError> {
+    fn persist(&mut self, ready: &mut Ready) -> Result<(), RunError> {
         if ready.hard_state.is_none() && ready.entries.is_empty() && ready.snapshot.is_none() {
             return Ok(());
         }
         let commit_only = ready.entries.is_empty()
             && ready.snapshot.is_none()
             && ready.hard_state.as_ref().is_some_and(|hs| {
-                let stored = self.store.hard_state();
+                let stored = &self.written_hard_state;
                 hs.term == stored.term && hs.vote == stored.vote
             });
-        if commit_only {
-            self.store.append(ready.hard_state.as_ref(), &[], None)?;
-            return Ok(());
+        if let Some(hard_state) = &ready.hard_state {
+            self.written_hard_state = hard_state.clone();
         }
-        self.store.save_ready(
-            ready.hard_state.as_ref(),
-            &ready.entries,
-            ready.snapshot.as_ref(),
-        )?;
         if ready.snapshot.is_some() {
             self.log_size.clear();
         }
         self.log_size.append(&ready.entries);
+        let point = ready
+            .entries
+            .last()
+            .map(|e| (e.index, e.term))
+            .or_else(|| ready.snapshot.as_ref().map(|s| (s.meta.index, s.meta.term)));
+        let id = self.store.submit(Write::Ready {
+            hard_state: ready.hard_state.clone(),
+            entries: std::mem::take(&mut ready.entries),
+            // The service restores from the Ready's copy.
+            snapshot: ready.snapshot.clone(),
+            sync: !commit_only,
+        })?;
+        if let Some((index, term)) = point {
+            self.persist_points.push_back((id, index, term));
+        }
         Ok(())
     }
 
@@ -371,10 +459,12 @@ impl Node {
         else {
             return Ok(());
         };
-        let term = self
-            .store
-            .term(taken.index)
-            .ok_or(RunError::SnapshotTerm { index: taken.index })?;
+        // The service compacted Raft's log at `taken.index`.
+        let status = self.raw.status();
+        if status.snapshot_index != taken.index {
+            return Err(RunError::SnapshotTerm { index: taken.index });
+        }
+        let term = status.snapshot_term;
         let snapshot = Snapshot {
             meta: SnapshotMeta {
                 index: taken.index,
@@ -383,13 +473,11 @@ impl Node {
             },
             data: taken.data,
         };
-        self.store.save_snapshot(&snapshot)?;
+        let bytes = snapshot.data.len();
+        // Behind the writes of the entries it covers, on the storage thread.
+        self.store.submit(Write::Snapshot(snapshot))?;
         self.log_size.compact(taken.index);
-        tracing::info!(
-            index = taken.index,
-            bytes = snapshot.data.len(),
-            "snapshot taken"
-        );
+        tracing::info!(index = taken.index, bytes, "snapshot taken");
         Ok(())
     }
 

@@ -81,12 +81,14 @@ mod record;
 mod recovery;
 mod segment;
 mod snapfile;
+pub mod writer;
 
 pub use disk::{DiskOptions, DiskStorage, SEGMENT_BYTES_MIN};
 pub use error::{Corruption, StorageError};
 pub use memory::MemStorage;
 pub use raft::{Entry, EntryKind, HardState, Index, Snapshot, SnapshotMeta, Term};
 pub use recovery::TornTail;
+pub use writer::{StorageWriter, Write, WriteOutcome};
 
 /// The largest entry payload a store accepts. Bounds a record (and the
 /// memory recovery allocates for one) so a damaged length cannot ask for
