@@ -27,8 +27,23 @@
 //!
 //! [kv]            # all optional
 //! read_mode = "read-index"          # log | read-index | lease
-//! max_raft_state_bytes = 8388608
+//! max_raft_state_bytes = 8388608    # also used by shardctrler and shardkv
 //! unsafe_stale_reads = false
+//! ```
+//!
+//! `service = "shardctrler"` runs a shard controller replica (no extra
+//! section). `service = "shardkv"` runs a member of a replica group; the
+//! peers are the group's other members, and it needs:
+//!
+//! ```toml
+//! [shardkv]
+//! gid = 100
+//! poll_ms = 100                  # optional
+//! unsafe_keep_serving = false    # optional, DANGER (tests only)
+//! [[shardkv.controllers]]
+//! id = 1
+//! name = "c1"
+//! addr = "10.77.0.21:7000"
 //! ```
 //!
 //! Relative paths are resolved against the directory of the config file.
@@ -62,6 +77,10 @@ pub enum ConfigError {
 #[serde(rename_all = "kebab-case")]
 pub enum Service {
     Kv,
+    /// The shard controller (Lab 4A): one Raft group of controllers.
+    Shardctrler,
+    /// One replica group of the sharded KV store (Lab 4B); needs `[shardkv]`.
+    Shardkv,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +159,29 @@ impl Default for KvSection {
     }
 }
 
+/// `[shardkv]`: which replica group this node belongs to and where the
+/// controllers are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardKvSection {
+    /// The replica group id (not 0); the peers are the group's other members.
+    pub gid: u64,
+    /// The shard controller group's members.
+    pub controllers: Vec<PeerConfig>,
+    /// The leader asks the controller for the next configuration (and
+    /// re-sends pulls and deletes) this often.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// DANGER: keep serving a shard after handing it over to another group
+    /// (not linearizable; exists so the harness can prove it catches it).
+    #[serde(default)]
+    pub unsafe_keep_serving: bool,
+}
+
+fn default_poll_ms() -> u64 {
+    100
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
@@ -155,8 +197,12 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     #[serde(default)]
     pub raft: RaftSection,
+    /// Also holds `max_raft_state_bytes` for the shardctrler and shardkv services.
     #[serde(default)]
     pub kv: KvSection,
+    /// Required for `service = "shardkv"`, refused otherwise.
+    #[serde(default)]
+    pub shardkv: Option<ShardKvSection>,
 }
 
 impl NodeConfig {
@@ -238,6 +284,35 @@ impl NodeConfig {
         if let Err(error) = self.raft_config().validate() {
             return bad("raft", error.to_string());
         }
+        match (&self.service, &self.shardkv) {
+            (Service::Shardkv, None) => {
+                return bad(
+                    "shardkv",
+                    "service \"shardkv\" needs a [shardkv] section".into(),
+                )
+            }
+            (Service::Shardkv, Some(section)) => {
+                if section.gid == 0 {
+                    return bad("shardkv.gid", "0 is reserved for unassigned shards".into());
+                }
+                if section.controllers.is_empty() {
+                    return bad(
+                        "shardkv.controllers",
+                        "at least one controller is needed".into(),
+                    );
+                }
+                if section.poll_ms == 0 {
+                    return bad("shardkv.poll_ms", "must be positive".into());
+                }
+            }
+            (_, Some(_)) => {
+                return bad(
+                    "shardkv",
+                    "only a node with service = \"shardkv\" takes this section".into(),
+                )
+            }
+            (_, None) => {}
+        }
         if let Some(0) = self.kv.max_raft_state_bytes {
             return bad(
                 "kv.max_raft_state_bytes",
@@ -271,6 +346,27 @@ impl NodeConfig {
             config.read_mode = raft::ReadMode::Lease;
         }
         config
+    }
+
+    /// The shard controller replica's configuration.
+    pub fn ctrl_server_config(&self) -> shardctrler::server::ServerConfig {
+        shardctrler::server::ServerConfig {
+            max_raft_state_bytes: self.kv.max_raft_state_bytes,
+            pending_timeout_ticks: (2000 / self.raft.tick_ms).max(1),
+            ..shardctrler::server::ServerConfig::default()
+        }
+    }
+
+    /// The shardkv replica's configuration (`None` without `[shardkv]`).
+    pub fn shardkv_server_config(&self) -> Option<shardkv::ServerConfig> {
+        let section = self.shardkv.as_ref()?;
+        Some(shardkv::ServerConfig {
+            max_raft_state_bytes: self.kv.max_raft_state_bytes,
+            poll_interval_ticks: (section.poll_ms / self.raft.tick_ms).max(1),
+            pending_timeout_ticks: (2000 / self.raft.tick_ms).max(1),
+            keep_serving_handed_over_shards: section.unsafe_keep_serving,
+            ..shardkv::ServerConfig::default()
+        })
     }
 
     /// The KV server's configuration.
@@ -344,5 +440,34 @@ addr = "127.0.0.1:7002"
         assert!(error_of(&text).contains("service"), "{}", error_of(&text));
         let text = format!("{GOOD}\nbogus = 3\n");
         assert!(error_of(&text).contains("bogus"), "{}", error_of(&text));
+    }
+
+    #[test]
+    fn shardkv_needs_its_section_and_only_it_takes_one() {
+        let shardkv = GOOD.replace("service = \"kv\"", "service = \"shardkv\"");
+        assert!(
+            error_of(&shardkv).contains("[shardkv]"),
+            "{}",
+            error_of(&shardkv)
+        );
+        let section = "\n[shardkv]\ngid = 7\nunsafe_keep_serving = true\n\
+            [[shardkv.controllers]]\nid = 1\nname = \"c1\"\naddr = \"127.0.0.1:7100\"\n";
+        let config =
+            NodeConfig::parse(&format!("{shardkv}{section}"), Path::new("n.toml")).unwrap();
+        let server = config.shardkv_server_config().unwrap();
+        assert!(server.keep_serving_handed_over_shards);
+        assert_eq!(server.poll_interval_ticks, 10);
+        let zero = format!("{shardkv}{}", section.replace("gid = 7", "gid = 0"));
+        assert!(
+            error_of(&zero).contains("shardkv.gid"),
+            "{}",
+            error_of(&zero)
+        );
+        let kv_with_section = format!("{GOOD}{section}");
+        assert!(
+            error_of(&kv_with_section).contains("shardkv"),
+            "{}",
+            error_of(&kv_with_section)
+        );
     }
 }

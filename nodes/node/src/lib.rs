@@ -11,6 +11,8 @@ pub mod cluster;
 pub mod config;
 pub mod runtime;
 pub mod service;
+pub mod shard_client;
+pub mod shard_service;
 pub mod wire;
 
 pub use cluster::ClusterFile;

@@ -34,6 +34,10 @@ enum Command {
         /// exists so the test harness can prove it catches stale reads).
         #[arg(long)]
         unsafe_stale_reads: bool,
+        /// DANGER: a shardkv group keeps serving shards it has handed over (not
+        /// linearizable; exists so the test harness can prove it catches it).
+        #[arg(long)]
+        unsafe_keep_serving: bool,
     },
     /// Make a cluster CA and certificates for nodes and clients (PEM files).
     Certs {
@@ -74,7 +78,8 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             unsafe_stale_reads,
-        } => run(config, unsafe_stale_reads),
+            unsafe_keep_serving,
+        } => run(config, unsafe_stale_reads, unsafe_keep_serving),
         Command::Certs {
             out,
             nodes,
@@ -88,7 +93,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config_path: PathBuf, unsafe_stale_reads: bool) -> ExitCode {
+fn run(config_path: PathBuf, unsafe_stale_reads: bool, unsafe_keep_serving: bool) -> ExitCode {
     let mut config = match NodeConfig::load(&config_path) {
         Ok(config) => config,
         Err(error) => {
@@ -97,6 +102,15 @@ fn run(config_path: PathBuf, unsafe_stale_reads: bool) -> ExitCode {
         }
     };
     config.kv.unsafe_stale_reads |= unsafe_stale_reads;
+    if unsafe_keep_serving {
+        match config.shardkv.as_mut() {
+            Some(section) => section.unsafe_keep_serving = true,
+            None => {
+                eprintln!("node: --unsafe-keep-serving needs service = \"shardkv\"");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let pid_file = config
         .pid_file
         .clone()

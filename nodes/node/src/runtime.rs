@@ -165,7 +165,7 @@ impl Node {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(std::process::id());
-        let mut service = crate::service::make_service(&config, incarnation);
+        let mut service = crate::service::make_service(&config, incarnation)?;
         if let Some(snapshot) = &recovered.snapshot {
             service
                 .restore_snapshot(snapshot.meta.index, &snapshot.data)

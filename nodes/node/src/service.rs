@@ -56,6 +56,12 @@ pub struct OutboundCall {
 pub enum ServiceError {
     #[error("kv: {0}")]
     Kv(#[from] kv::server::ServerError),
+    #[error("shard controller: {0}")]
+    Ctrl(#[from] shardctrler::server::ServerError),
+    #[error("shardkv: {0}")]
+    ShardKv(#[from] shardkv::ServerError),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A replicated service hosted on the node's Raft group.
@@ -124,6 +130,10 @@ pub fn unsupported(service: &str, request: &NodeRequest) -> NodeResponse {
     let kind = match request {
         NodeRequest::Kv(_) => "kv",
         NodeRequest::Status => "status",
+        NodeRequest::Ctrl(_) => "shardctrler",
+        NodeRequest::ShardKv(_) | NodeRequest::ShardPull(_) | NodeRequest::ShardDelete(_) => {
+            "shardkv"
+        }
     };
     NodeResponse::Unsupported(format!("this node runs the {service} service, not {kind}"))
 }
@@ -180,8 +190,11 @@ impl Service for KvService {
 
 /// The service `config.service` names, configured from `config`.
 /// `incarnation` distinguishes this run's read contexts from a previous run's.
-pub fn make_service(config: &NodeConfig, incarnation: u64) -> Box<dyn Service> {
-    match config.service {
+pub fn make_service(
+    config: &NodeConfig,
+    incarnation: u64,
+) -> Result<Box<dyn Service>, ServiceError> {
+    Ok(match config.service {
         ServiceKind::Kv => {
             if config.kv.unsafe_stale_reads {
                 tracing::warn!(
@@ -195,5 +208,29 @@ pub fn make_service(config: &NodeConfig, incarnation: u64) -> Box<dyn Service> {
                 incarnation,
             )))
         }
-    }
+        ServiceKind::Shardctrler => Box::new(crate::shard_service::CtrlService::new(
+            shardctrler::CtrlServer::new(config.ctrl_server_config()),
+        )),
+        ServiceKind::Shardkv => {
+            let (Some(section), Some(server_config)) =
+                (&config.shardkv, config.shardkv_server_config())
+            else {
+                return Err(ServiceError::Config(
+                    "service \"shardkv\" needs a [shardkv] section".into(),
+                ));
+            };
+            if section.unsafe_keep_serving {
+                tracing::warn!(
+                    "!!! UNSAFE: unsafe_keep_serving is on: this group keeps serving shards it \
+                     has handed over. NOT linearizable. Use only to test the checker. !!!"
+                );
+            }
+            let server = shardkv::ShardKvServer::new(config.id, section.gid, server_config);
+            Box::new(crate::shard_service::ShardKvService::new(
+                server,
+                section.controllers.clone(),
+                config.id,
+            ))
+        }
+    })
 }

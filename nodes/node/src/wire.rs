@@ -12,6 +12,14 @@ pub enum NodeRequest {
     Kv(kv::message::KvRequest),
     /// The node's Raft status.
     Status,
+    /// A shard controller request (the node must run the shardctrler service).
+    Ctrl(shardctrler::CtrlRequest),
+    /// A sharded KV operation (the node must run the shardkv service).
+    ShardKv(shardkv::ShardKvRequest),
+    /// Another replica group asks for a shard this group handed over.
+    ShardPull(shardkv::PullRequest),
+    /// Another replica group has installed a shard this group handed over.
+    ShardDelete(shardkv::DeleteRequest),
 }
 
 /// A node's answer.
@@ -21,6 +29,10 @@ pub enum NodeResponse {
     Status(StatusReport),
     /// The node does not serve this kind of request (definite: nothing happened).
     Unsupported(String),
+    Ctrl(shardctrler::CtrlResponse),
+    ShardKv(shardkv::ShardKvResponse),
+    ShardPull(shardkv::PullReply),
+    ShardDelete(shardkv::DeleteReply),
 }
 
 /// What `node status` prints.

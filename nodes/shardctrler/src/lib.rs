@@ -11,12 +11,16 @@
 //!   the deterministic minimal-move [`rebalance`];
 //! * [`state_machine`]: Join / Leave / Move / Query with exactly-once
 //!   semantics for retried requests (client id + sequence number), snapshot
-//!   and restore.
+//!   and restore;
+//! * [`server`]: a replica's request handling ([`CtrlServer`]) for a runtime
+//!   that hosts the controller on a Raft group.
 
 pub mod config;
+pub mod server;
 pub mod state_machine;
 
 pub use config::{key_to_shard, rebalance, Config, Gid, ShardId, NSHARDS};
+pub use server::{CtrlRequest, CtrlResponse, CtrlServer};
 pub use state_machine::{
     ApplyOutcome, ClientId, CtrlCommand, CtrlOp, CtrlResult, DecodeError, Seq, ShardCtrler,
 };

@@ -171,6 +171,14 @@ impl ShardClerk {
         self.refresh()
     }
 
+    /// Gives up on the operation in flight (the runtime's deadline passed):
+    /// answers to it are ignored from now on, and the next operation gets
+    /// the next sequence number. The abandoned one may still take effect.
+    pub fn abandon(&mut self) {
+        self.current = None;
+        self.attempt += 1;
+    }
+
     /// After a [`ClerkAction::Backoff`] pause.
     pub fn resend(&mut self, attempt: u64) -> ClerkAction {
         if !self.current_attempt(attempt) {
@@ -284,5 +292,22 @@ mod tests {
             }
         );
         assert_eq!(clerk.on_timeout(attempt), ClerkAction::Ignored);
+    }
+
+    #[test]
+    fn an_abandoned_operation_ignores_late_answers_and_frees_the_clerk() {
+        let mut clerk = ShardClerk::new(1);
+        clerk.begin(get()).unwrap();
+        clerk.on_config(config(1, 7));
+        clerk.abandon();
+        assert!(clerk.in_flight().is_none());
+        assert_eq!(
+            clerk.on_response(2, ShardKvResponse::Ok(OpResult::Done)),
+            ClerkAction::Ignored
+        );
+        let ClerkAction::Send { request, .. } = clerk.begin(get()).unwrap() else {
+            panic!("expected a send with the cached configuration");
+        };
+        assert_eq!(request.seq, 2);
     }
 }

@@ -1,0 +1,330 @@
+//! The sharded store as real processes on loopback: 3 shard controller
+//! nodes and replica groups of 3 `node` processes each, driven through
+//! `CtrlClient` and `ShardKvClient`; histories checked for linearizability
+//! with the checker, and the keep-serving mutation caught.
+
+#![allow(clippy::unwrap_used)]
+// Helpers used by the tests added next (history, mutation).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kv::client::Outcome;
+use kv::command::OpResult;
+use node::client::Connection;
+use node::config::PeerConfig;
+use node::shard_client::{CtrlClient, ShardClientConfig, ShardKvClient};
+use node::ClusterFile;
+use shardctrler::{key_to_shard, Gid};
+
+/// One `node` process of the deployment.
+struct Proc {
+    name: String,
+    id: u64,
+    addr: SocketAddr,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// Controllers c1..c3 (ids 1..3) and groups g<gid>n1..3 (ids 1..3 within
+/// their group); one CA for all, plus a client certificate.
+struct ShardCluster {
+    dir: tempfile::TempDir,
+    procs: Vec<Proc>,
+    controllers: Vec<PeerConfig>,
+    groups: BTreeMap<Gid, Vec<PeerConfig>>,
+    cluster: ClusterFile,
+}
+
+fn free_udp_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect()
+}
+
+const RAFT: &str = "[raft]\ntick_ms = 10\nelection_timeout_ticks_min = 30\n\
+                    election_timeout_ticks_max = 60\nheartbeat_interval_ticks = 5\n";
+
+impl ShardCluster {
+    /// Writes certificates and configs; starts nothing. `mutated` groups run
+    /// with `unsafe_keep_serving`.
+    fn new(gids: &[Gid], mutated: &[Gid]) -> ShardCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let mut members: Vec<(Option<Gid>, u64, String)> =
+            (1..=3).map(|i| (None, i, format!("c{i}"))).collect();
+        for gid in gids {
+            members.extend((1..=3).map(|i| (Some(*gid), i, format!("g{gid}n{i}"))));
+        }
+        let ports = free_udp_ports(members.len());
+        let mut args = vec![
+            "certs".to_string(),
+            "--out".into(),
+            certs.display().to_string(),
+        ];
+        for (_, _, name) in &members {
+            args.push("--node".into());
+            args.push(format!("{name}=127.0.0.1"));
+        }
+        args.extend(["--client".into(), "client".into()]);
+        let status = Command::new(env!("CARGO_BIN_EXE_node"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "node certs failed");
+        let peer = |i: usize| PeerConfig {
+            id: members[i].1,
+            name: members[i].2.clone(),
+            addr: SocketAddr::from(([127, 0, 0, 1], ports[i])),
+        };
+        let controllers: Vec<PeerConfig> = (0..3).map(peer).collect();
+        let mut groups: BTreeMap<Gid, Vec<PeerConfig>> = BTreeMap::new();
+        for (i, (gid, _, _)) in members.iter().enumerate() {
+            if let Some(gid) = gid {
+                groups.entry(*gid).or_default().push(peer(i));
+            }
+        }
+        let mut procs = Vec::new();
+        for (i, (gid, id, name)) in members.iter().enumerate() {
+            let me = peer(i);
+            let group: &[PeerConfig] = match gid {
+                None => &controllers,
+                Some(gid) => &groups[gid],
+            };
+            let service = if gid.is_some() {
+                "shardkv"
+            } else {
+                "shardctrler"
+            };
+            let mut text = format!(
+                "id = {id}\nname = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{name}/data\"\n\
+                 service = \"{service}\"\n[tls]\nca = \"certs/ca.pem\"\n\
+                 cert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n",
+                addr = me.addr
+            );
+            for p in group.iter().filter(|p| p.name != *name) {
+                text.push_str(&format!(
+                    "[[peers]]\nid = {}\nname = \"{}\"\naddr = \"{}\"\n",
+                    p.id, p.name, p.addr
+                ));
+            }
+            text.push_str(RAFT);
+            text.push_str("[kv]\nmax_raft_state_bytes = 65536\n");
+            if let Some(gid) = gid {
+                text.push_str(&format!(
+                    "[shardkv]\ngid = {gid}\npoll_ms = 100\nunsafe_keep_serving = {}\n",
+                    mutated.contains(gid)
+                ));
+                for c in &controllers {
+                    text.push_str(&format!(
+                        "[[shardkv.controllers]]\nid = {}\nname = \"{}\"\naddr = \"{}\"\n",
+                        c.id, c.name, c.addr
+                    ));
+                }
+            }
+            let config = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&config, text).unwrap();
+            procs.push(Proc {
+                name: name.clone(),
+                id: *id,
+                addr: me.addr,
+                config,
+                child: None,
+            });
+        }
+        let cluster = ClusterFile::new(
+            &certs,
+            "client",
+            controllers
+                .iter()
+                .map(|c| (c.id, c.name.clone(), c.addr))
+                .collect(),
+        );
+        ShardCluster {
+            dir,
+            procs,
+            controllers,
+            groups,
+            cluster,
+        }
+    }
+
+    fn proc_mut(&mut self, name: &str) -> &mut Proc {
+        self.procs.iter_mut().find(|p| p.name == name).unwrap()
+    }
+
+    fn start(&mut self, name: &str) {
+        let log_dir = self.dir.path().join("logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let proc = self.proc_mut(name);
+        assert!(proc.child.is_none(), "{name} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_node"))
+            .args(["run", "--config"])
+            .arg(&proc.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        proc.child = Some(child);
+    }
+
+    fn start_all(&mut self) {
+        let names: Vec<String> = self.procs.iter().map(|p| p.name.clone()).collect();
+        for name in names {
+            self.start(&name);
+        }
+    }
+
+    /// kill -9 by the pid of the child we spawned.
+    fn kill(&mut self, name: &str) {
+        if let Some(mut child) = self.proc_mut(name).child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn dump_logs(&self) {
+        for p in &self.procs {
+            let log = std::fs::read_to_string(
+                self.dir.path().join("logs").join(format!("{}.log", p.name)),
+            )
+            .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("===== {} (last 40 lines) =====", p.name);
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// The Join argument for these groups.
+    fn join_arg(&self, gids: &[Gid]) -> BTreeMap<Gid, Vec<(String, SocketAddr)>> {
+        gids.iter()
+            .map(|gid| {
+                let servers = self.groups[gid]
+                    .iter()
+                    .map(|p| (p.name.clone(), p.addr))
+                    .collect();
+                (*gid, servers)
+            })
+            .collect()
+    }
+
+    /// A connection whose cluster file lists group `gid`'s members (for status).
+    fn group_connection(&self, connection: &Connection, gid: Gid) -> Connection {
+        let mut cluster = connection.cluster.clone();
+        cluster.nodes = self.groups[&gid].clone();
+        Connection {
+            transport: connection.transport.clone(),
+            cluster,
+        }
+    }
+}
+
+impl Drop for ShardCluster {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.procs.iter().map(|p| p.name.clone()).collect();
+        for name in names {
+            self.kill(&name);
+        }
+    }
+}
+
+/// The group member that is leader, by status (its name).
+async fn group_leader(connection: &Connection, within: Duration) -> Option<(u64, String)> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        for node in &connection.cluster.nodes {
+            if let Ok(report) = connection.status(node.id, Duration::from_millis(300)).await {
+                if report.role == "leader" {
+                    return Some((node.id, node.name.clone()));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client_config() -> ShardClientConfig {
+    ShardClientConfig {
+        op_timeout: Duration::from_secs(5),
+        ..ShardClientConfig::default()
+    }
+}
+
+/// A key whose shard is `shard` (keys map by their first byte).
+fn key_in(shard: usize, suffix: &str) -> String {
+    let first = (b'a'..=b'z')
+        .find(|b| usize::from(*b) % shardctrler::NSHARDS == shard)
+        .unwrap();
+    let key = format!("{}{suffix}", first as char);
+    assert_eq!(key_to_shard(&key), shard);
+    key
+}
+
+#[test]
+fn groups_join_serve_move_and_leave() {
+    let mut cluster = ShardCluster::new(&[1, 2], &[]);
+    cluster.start_all();
+    let rt = runtime();
+    rt.block_on(async {
+        let connection = Connection::open(cluster.cluster.clone()).unwrap();
+        let mut admin = CtrlClient::from_connection(&connection, 1, client_config());
+        let config = admin.query(None).await.expect("query the controller");
+        assert_eq!(config.num, 0);
+        admin.join(cluster.join_arg(&[1])).await.expect("join 1");
+        let mut client = ShardKvClient::from_connection(&connection, 100, client_config());
+        let keys: Vec<String> = (0..shardctrler::NSHARDS).map(|s| key_in(s, "x")).collect();
+        for key in &keys {
+            let outcome = client.put(key, &format!("{key}-1")).await;
+            assert_eq!(outcome, Outcome::Ok(OpResult::Done), "put {key}");
+        }
+        admin.join(cluster.join_arg(&[2])).await.expect("join 2");
+        let config = admin.query(None).await.unwrap();
+        assert_eq!(config.shards_of(2).len(), 5, "{config:?}");
+        for key in &keys {
+            let outcome = client.append(key, "+2").await;
+            assert_eq!(outcome, Outcome::Ok(OpResult::Done), "append {key}");
+        }
+        admin.move_shard(0, 1).await.expect("move");
+        admin.leave(vec![1]).await.expect("leave 1");
+        let mut reader = ShardKvClient::from_connection(&connection, 101, client_config());
+        for key in &keys {
+            let outcome = reader.get(key).await;
+            assert_eq!(
+                outcome,
+                Outcome::Ok(OpResult::Value(format!("{key}-1+2"))),
+                "get {key}"
+            );
+        }
+        let config = admin.query(None).await.unwrap();
+        assert!(config.shards.iter().all(|g| *g == 2), "{config:?}");
+        assert!(matches!(
+            admin.move_shard(3, 9).await,
+            Err(node::shard_client::CtrlError::Invalid(_))
+        ));
+    });
+}
