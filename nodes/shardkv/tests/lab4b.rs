@@ -465,6 +465,14 @@ fn concurrent(
                 ctrl_change_with_leader_failure(&mut w, change, crash)?;
                 pause(&mut w, 500);
             }
+            // A retried request applied late would show as one more configuration.
+            let made = w.latest_config().num;
+            if made != w.ctrl_changes {
+                return Err(format!(
+                    "{} changes made {made} configurations",
+                    w.ctrl_changes
+                ));
+            }
             if w.latest_config().owner(moved) == g[0] {
                 return Err(format!("shard {moved} still on {} after it left", g[0]));
             }
