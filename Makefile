@@ -62,3 +62,6 @@ bench-checker: ## checker speed over the reference corpus and generated historie
 
 report: ## print the path of the latest report
 	@ls -td results/*/latest 2>/dev/null | head -1 | sed 's|$$|/report.html|' || echo "no results yet"
+
+bench-shardkv: build ## sharded store: throughput with 1/2/3 groups (95/5 and 50/50), shard-move unavailability
+	./target/release/control bench-shardkv $(if $(NODES),--nodes $(NODES))

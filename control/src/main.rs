@@ -38,6 +38,10 @@ enum Command {
     Teardown(TeardownArgs),
     /// Re-check a stored run's history and rewrite its results.json, history.edn, report.html.
     Analyze(AnalyzeArgs),
+    /// Benchmark the sharded store: throughput with 1, 2, 3 groups (read-heavy 95/5 and
+    /// update-heavy 50/50) and each shard move's unavailability window; prints the table and
+    /// writes results/bench-shardkv/<timestamp>/results.json.
+    BenchShardkv(Box<BenchShardkvArgs>),
 }
 
 #[derive(Args)]
@@ -114,6 +118,48 @@ struct TestArgs {
     /// No progress display.
     #[arg(long)]
     quiet: bool,
+    /// With --workload shardkv: replica groups (3 members each) beside the controller group.
+    #[arg(long, default_value_t = 3)]
+    groups: usize,
+    /// With --workload shardkv: seconds between two random Join/Leave/Move (0: none).
+    #[arg(long, default_value_t = 3)]
+    reconfigure_every: u64,
+}
+
+#[derive(Args)]
+struct BenchShardkvArgs {
+    /// Group counts to measure, ascending.
+    #[arg(long, default_value = "1,2,3")]
+    groups: String,
+    /// Nodes of the local cluster.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Closed-loop clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds each throughput measurement lasts.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of warm-up after each join.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Keys (fixed set over every shard).
+    #[arg(long, default_value_t = 100)]
+    keys: usize,
+    /// Shard moves to time.
+    #[arg(long, default_value_t = 8)]
+    moves: usize,
+    /// Seconds between moves.
+    #[arg(long, default_value_t = 3)]
+    move_every: u64,
+    /// Operations per second over all clients during the moves.
+    #[arg(long, default_value_t = 400)]
+    move_rate: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Results root.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
 }
 
 #[derive(Args)]
@@ -145,6 +191,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test(*args),
         Command::Teardown(args) => teardown(args),
         Command::Analyze(args) => analyze_folder(args),
+        Command::BenchShardkv(args) => bench_shardkv(*args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -220,7 +267,21 @@ fn test(args: TestArgs) -> anyhow::Result<u8> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    let outcome = runner::run_test(&options, &interrupted)?;
+    let outcome = if options.workload == "shardkv" {
+        let shard = control::shard::run::ShardOptions {
+            groups: args.groups,
+            reconfigure_every: Duration::from_secs(args.reconfigure_every),
+            ..Default::default()
+        };
+        control::shard::run::run_shard_test(
+            &options,
+            &shard,
+            &control::shard::client::node_backend,
+            &interrupted,
+        )?
+    } else {
+        runner::run_test(&options, &interrupted)?
+    };
     for error in &outcome.errors {
         eprintln!("control: during the run: {error}");
     }
@@ -299,4 +360,38 @@ fn analyze_folder(args: AnalyzeArgs) -> anyhow::Result<u8> {
         analysis.summary.info
     );
     Ok(exit_code(analysis.validity))
+}
+
+fn bench_shardkv(args: BenchShardkvArgs) -> anyhow::Result<u8> {
+    let groups: Vec<usize> = args
+        .groups
+        .split(',')
+        .map(|g| g.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .context("--groups wants a list like 1,2,3")?;
+    let mut test = TestOptions::new("bench-shardkv");
+    test.nodes = args.nodes;
+    test.seed = args.seed;
+    test.results_root = args.results;
+    test.op_timeout = Duration::from_secs(2);
+    let options = control::shard::bench::BenchOptions {
+        test,
+        groups,
+        clients: args.clients,
+        duration: Duration::from_secs(args.duration),
+        warmup: Duration::from_secs(args.warmup),
+        keys: args.keys,
+        moves: args.moves,
+        move_every: Duration::from_secs(args.move_every),
+        move_rate: args.move_rate,
+    };
+    let interrupted = AtomicBool::new(false);
+    let (dir, rows, moves) = control::shard::bench::run_bench(
+        &options,
+        &control::shard::client::node_backend,
+        &interrupted,
+    )?;
+    print!("{}", control::shard::bench::table(&rows, &moves));
+    println!("results: {}", dir.join("results.json").display());
+    Ok(0)
 }

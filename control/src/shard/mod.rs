@@ -9,6 +9,7 @@
 //! * [`unavailability`]: how long a shard was unserved around a move, from the history.
 
 pub mod bench;
+pub mod client;
 pub mod db;
 pub mod generator;
 pub mod layout;
