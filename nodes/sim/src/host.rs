@@ -514,26 +514,16 @@ impl<S: Server, T> Host<S, T> {
     fn handle(&mut self, event: Event<S::Message, T>) -> HostStep<S::Message, T> {
         match event {
             Event::Tick { node, incarnation } => {
-                let now_us = self.now_us;
-                let slot = self.slot_mut(node);
-                if slot.incarnation != incarnation {
+                let slot = self.slot(node);
+                if slot.incarnation != incarnation || !slot.is_up() {
                     return HostStep::Internal;
                 }
-                let Some(live) = slot.live.as_mut() else {
-                    return HostStep::Internal;
-                };
-                live.raw.tick();
-                let mut outbox = Vec::new();
-                let mut ctx = Node {
-                    id: node,
-                    raw: &mut live.raw,
-                    now_us,
-                    outbox: &mut outbox,
-                };
-                live.server.tick(&mut ctx);
-                self.route(node, outbox);
-                self.push(now_us + TICK_US, Event::Tick { node, incarnation });
-                self.drive(node);
+                self.call_server(node, |server, ctx| {
+                    ctx.raw.tick();
+                    server.tick(ctx);
+                });
+                let at = self.now_us + TICK_US;
+                self.push(at, Event::Tick { node, incarnation });
                 HostStep::Internal
             }
             Event::Raft(message) => {
@@ -541,12 +531,10 @@ impl<S: Server, T> Host<S, T> {
                 if !self.linked(Addr::Node(message.from), Addr::Node(to)) {
                     return HostStep::Internal;
                 }
-                let Some(live) = self.nodes.get_mut(&to).and_then(|s| s.live.as_mut()) else {
-                    return HostStep::Internal;
-                };
                 // Stale or unexpected messages are refused and counted by the core.
-                let _ = live.raw.step(message);
-                self.drive(to);
+                self.call_server(to, |_, ctx| {
+                    let _ = ctx.raw.step(message);
+                });
                 HostStep::Internal
             }
             Event::Deliver { from, to, message } => {
@@ -563,27 +551,32 @@ impl<S: Server, T> Host<S, T> {
                         Addr::Client(_) => HostStep::Internal,
                     },
                     Addr::Node(id) => {
-                        let now_us = self.now_us;
-                        let Some(live) = self.nodes.get_mut(&id).and_then(|s| s.live.as_mut())
-                        else {
-                            return HostStep::Internal;
-                        };
-                        let mut outbox = Vec::new();
-                        let mut ctx = Node {
-                            id,
-                            raw: &mut live.raw,
-                            now_us,
-                            outbox: &mut outbox,
-                        };
-                        live.server.receive(&mut ctx, from, message);
-                        self.route(id, outbox);
-                        self.drive(id);
+                        self.call_server(id, |server, ctx| server.receive(ctx, from, message));
                         HostStep::Internal
                     }
                 }
             }
             Event::Timer(timer) => HostStep::Timer(timer),
         }
+    }
+
+    /// Calls `f` with node `id`'s server and Raft node (if it is up), then
+    /// sends what the server queued and handles the Readies it caused.
+    fn call_server(&mut self, id: NodeId, f: impl FnOnce(&mut S, &mut Node<'_, S::Message>)) {
+        let now_us = self.now_us;
+        let Some(live) = self.nodes.get_mut(&id).and_then(|s| s.live.as_mut()) else {
+            return;
+        };
+        let mut outbox = Vec::new();
+        let mut ctx = Node {
+            id,
+            raw: &mut live.raw,
+            now_us,
+            outbox: &mut outbox,
+        };
+        f(&mut live.server, &mut ctx);
+        self.route(id, outbox);
+        self.drive(id);
     }
 
     fn route(&mut self, from: NodeId, outbox: Vec<(Addr, S::Message)>) {
