@@ -487,71 +487,77 @@ struct Entries {
 impl Entries {
     fn new(calls: &[usize], returns: &[Option<usize>]) -> Entries {
         let n = calls.len();
-        // Entries in position order, each as (op << 1 | is_return). Positions
-        // are distinct event indices (a call sorts before a return at a tie).
-        // When they are dense (one partition holding most of a history) a
-        // bucket pass orders them; else a sort of packed keys.
-        let count_events = n + returns.iter().flatten().count();
-        let positions = || {
-            calls
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| (c, (i as u64) << 1))
-                .chain(
-                    returns
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, r)| r.map(|r| (r, ((i as u64) << 1) | 1))),
-                )
-        };
-        let (low, high) =
-            positions().fold((usize::MAX, 0), |(lo, hi), (p, _)| (lo.min(p), hi.max(p)));
-        let mut events: Vec<u64> = Vec::with_capacity(count_events);
-        if count_events > 0 && high - low < 4 * count_events {
-            let mut buckets: Vec<u64> = vec![u64::MAX; high - low + 1];
-            let mut dense = true;
-            for (p, tag) in positions() {
-                let slot = &mut buckets[p - low];
-                if *slot != u64::MAX {
-                    dense = false;
-                    break;
-                }
-                *slot = tag;
-            }
-            if dense {
-                events.extend(buckets.into_iter().filter(|&t| t != u64::MAX));
-            }
+        // Entries in position order, each tagged (op << 1 | is_return).
+        // Positions are distinct event indices. When they are dense (one
+        // partition holding most of a history) a bucket pass orders them,
+        // else a sort of packed (position, tag) keys.
+        let mut low = usize::MAX;
+        let mut high = 0usize;
+        let mut count_events = 0usize;
+        for p in calls.iter().chain(returns.iter().flatten()) {
+            low = low.min(*p);
+            high = high.max(*p);
+            count_events += 1;
         }
-        if events.len() != count_events {
-            events.clear();
-            let mut keyed: Vec<(usize, u64)> = positions().collect();
-            keyed.sort_unstable_by_key(|&(p, tag)| (p, tag & 1));
-            events.extend(keyed.into_iter().map(|(_, tag)| tag));
-        }
-        let count = events.len() + 1;
+        let count = count_events + 1;
         let mut entries = Entries {
-            next: vec![NONE; count],
-            prev: vec![NONE; count],
-            op: vec![NONE; count],
-            is_call: vec![false; count],
+            next: Vec::with_capacity(count),
+            prev: Vec::with_capacity(count),
+            op: Vec::with_capacity(count),
+            is_call: Vec::with_capacity(count),
             call_entry: vec![NONE; n],
             return_entry: vec![NONE; n],
         };
-        for (k, &tag) in events.iter().enumerate() {
+        entries.op.push(NONE);
+        entries.is_call.push(false);
+        let place = |entries: &mut Entries, tag: u64| {
             let (op, is_call) = ((tag >> 1) as u32, tag & 1 == 0);
-            let e = k + 1;
-            entries.op[e] = op;
-            entries.is_call[e] = is_call;
+            let e = entries.op.len() as u32;
+            entries.op.push(op);
+            entries.is_call.push(is_call);
             if is_call {
-                entries.call_entry[op as usize] = e as u32;
+                entries.call_entry[op as usize] = e;
             } else {
-                entries.return_entry[op as usize] = e as u32;
+                entries.return_entry[op as usize] = e;
+            }
+        };
+        let tags = || {
+            let calls = calls.iter().enumerate().map(|(i, &c)| (c, (i as u64) << 1));
+            let rets = returns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.map(|r| (r, ((i as u64) << 1) | 1)));
+            calls.chain(rets)
+        };
+        let mut placed = false;
+        if count_events > 0 && high - low < 4 * count_events {
+            let mut buckets: Vec<u64> = vec![u64::MAX; high - low + 1];
+            let mut distinct = true;
+            for (p, tag) in tags() {
+                let slot = &mut buckets[p - low];
+                distinct &= *slot == u64::MAX;
+                *slot = tag;
+            }
+            if distinct {
+                for &tag in buckets.iter().filter(|&&t| t != u64::MAX) {
+                    place(&mut entries, tag);
+                }
+                placed = true;
             }
         }
-        for e in 0..count {
-            entries.next[e] = if e + 1 < count { (e + 1) as u32 } else { NONE };
-            entries.prev[e] = if e == 0 { NONE } else { (e - 1) as u32 };
+        if !placed {
+            // A call sorts before a return at a tie.
+            let mut keyed: Vec<(usize, u64)> = tags().collect();
+            keyed.sort_unstable_by_key(|&(p, tag)| (p, tag & 1));
+            for (_, tag) in keyed {
+                place(&mut entries, tag);
+            }
         }
+        entries
+            .next
+            .extend((1..count as u32).chain(std::iter::once(NONE)));
+        entries.prev.push(NONE);
+        entries.prev.extend(0..(count - 1) as u32);
         entries
     }
 
