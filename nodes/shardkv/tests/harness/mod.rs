@@ -24,12 +24,13 @@ use std::collections::BTreeMap;
 
 use kv::Op;
 use raft::NodeId;
+use shardctrler::server::ServerConfig as CtrlConfig;
 use shardctrler::{Config, CtrlOp, CtrlResult, Gid, ShardId};
 use shardkv::{ServerConfig, ShardClerk, ShardKvServer};
 
-use ctrl::{CtrlClerk, CtrlServer};
+use ctrl::CtrlClerk;
 use history::History;
-use servers::{Hosted, Msg, Spec};
+use servers::{CtrlHosted, Hosted, Msg, Spec};
 use sim::host::{Addr, Host, NodeSlot};
 
 pub use servers::server_name;
@@ -113,9 +114,10 @@ impl World {
             ctrl_servers
                 .iter()
                 .map(|id| {
-                    let spec = Spec::Ctrl {
+                    let spec = Spec::Ctrl(CtrlConfig {
                         max_raft_state_bytes: Some(CTRL_MAX_RAFT_STATE_BYTES),
-                    };
+                        ..CtrlConfig::default()
+                    });
                     (*id, spec)
                 })
                 .collect(),
@@ -237,7 +239,7 @@ impl World {
         }
     }
 
-    pub fn ctrl_server(&self, id: NodeId) -> Option<&CtrlServer> {
+    pub fn ctrl_server(&self, id: NodeId) -> Option<&CtrlHosted> {
         match self.host.server(id)? {
             Hosted::Ctrl(c) => Some(c),
             Hosted::Group(_) => None,
@@ -259,7 +261,7 @@ impl World {
         self.ctrl_servers
             .iter()
             .filter_map(|id| self.ctrl_server(*id))
-            .map(|c| c.state().latest())
+            .map(|c| c.server.state().latest())
             .max_by_key(|c| c.num)
             .cloned()
             .unwrap_or_default()
@@ -300,8 +302,8 @@ impl World {
                 }
                 Hosted::Ctrl(c) => format!(
                     "controller config {} pending {}",
-                    c.state().latest().num,
-                    c.pending_requests()
+                    c.server.state().latest().num,
+                    c.server.pending_requests()
                 ),
             };
             out.push_str(&format!(
@@ -338,7 +340,7 @@ impl World {
         }
         self.ctrl_servers.iter().copied().find(|id| {
             self.ctrl_server(*id)
-                .is_some_and(|c| c.is_waiting_for(admin.client_id()))
+                .is_some_and(|c| c.is_waiting_for(Addr::Client(self.admin)))
         })
     }
 

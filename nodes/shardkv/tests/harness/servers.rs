@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 
 use kv::server::RequestId;
 use raft::{NodeId, Ready, Snapshot};
-use shardctrler::{CtrlOp, CtrlResult, Gid};
+use shardctrler::server::ServerConfig as CtrlConfig;
+use shardctrler::{CtrlOp, CtrlRequest, CtrlResponse, CtrlResult, CtrlServer, Gid};
 use shardkv::{
     DeleteReply, DeleteRequest, Outbound, PullReply, PullRequest, ServerConfig, ShardKvRequest,
     ShardKvResponse, ShardKvServer,
 };
 
-use super::ctrl::{CtrlAction, CtrlClerk, CtrlMessages, CtrlRequest, CtrlResponse, CtrlServer};
+use super::ctrl::{CtrlAction, CtrlClerk};
 use sim::host::{Addr, Node, Server, SnapshotTaken};
 
 /// A group server's controller query gets this many ticks (300 ms) before
@@ -53,12 +54,6 @@ pub enum Msg {
     DeleteReply(DeleteReply),
 }
 
-impl CtrlMessages for Msg {
-    fn ctrl_reply(attempt: u64, response: CtrlResponse) -> Self {
-        Msg::CtrlReply { attempt, response }
-    }
-}
-
 /// Per node: which server it runs.
 #[derive(Clone, Debug)]
 pub enum Spec {
@@ -68,9 +63,7 @@ pub enum Spec {
         /// The controller servers its leader queries.
         ctrl_servers: Vec<NodeId>,
     },
-    Ctrl {
-        max_raft_state_bytes: Option<usize>,
-    },
+    Ctrl(CtrlConfig),
 }
 
 /// A replica-group server with its routing state (lost in a crash, as the
@@ -85,9 +78,47 @@ pub struct GroupServer {
     now_ticks: u64,
 }
 
+/// A controller server with where each request came from.
+pub struct CtrlHosted {
+    pub server: CtrlServer,
+    routes: BTreeMap<RequestId, (Addr, u64)>,
+    next_request_id: RequestId,
+}
+
+impl CtrlHosted {
+    /// Whether a request from `client` waits here for its log entry (it
+    /// was proposed and not answered yet).
+    pub fn is_waiting_for(&self, client: Addr) -> bool {
+        self.routes.values().any(|(from, _)| *from == client)
+    }
+
+    fn flush(&mut self, node: &mut Node<'_, Msg>) {
+        for reply in self.server.take_replies() {
+            if let Some((to, attempt)) = self.routes.remove(&reply.request_id) {
+                let response = reply.response;
+                node.send(to, Msg::CtrlReply { attempt, response });
+            }
+        }
+    }
+
+    fn receive(
+        &mut self,
+        node: &mut Node<'_, Msg>,
+        from: Addr,
+        attempt: u64,
+        request: CtrlRequest,
+    ) {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.routes.insert(request_id, (from, attempt));
+        self.server.handle_request(node.raw, request_id, request);
+        self.flush(node);
+    }
+}
+
 pub enum Hosted {
     Group(Box<GroupServer>),
-    Ctrl(CtrlServer),
+    Ctrl(CtrlHosted),
 }
 
 impl GroupServer {
@@ -217,19 +248,29 @@ impl Server for Hosted {
                     now_ticks: 0,
                 })))
             }
-            Spec::Ctrl {
-                max_raft_state_bytes,
-            } => Ok(Hosted::Ctrl(CtrlServer::new(
-                *max_raft_state_bytes,
-                snapshot,
-            )?)),
+            Spec::Ctrl(config) => {
+                let mut server = CtrlServer::new(config.clone());
+                if let Some(snapshot) = snapshot {
+                    server
+                        .restore_snapshot(snapshot.meta.index, &snapshot.data)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(Hosted::Ctrl(CtrlHosted {
+                    server,
+                    routes: BTreeMap::new(),
+                    next_request_id: 1,
+                }))
+            }
         }
     }
 
     fn tick(&mut self, node: &mut Node<'_, Msg>) {
         match self {
             Hosted::Group(g) => g.tick(node),
-            Hosted::Ctrl(c) => c.tick(node),
+            Hosted::Ctrl(c) => {
+                c.server.tick(&*node.raw);
+                c.flush(node);
+            }
         }
     }
 
@@ -256,7 +297,17 @@ impl Server for Hosted {
                 g.flush(node);
                 Ok(())
             }
-            Hosted::Ctrl(c) => c.apply(node, ready),
+            Hosted::Ctrl(c) => {
+                c.server
+                    .on_ready(
+                        &*node.raw,
+                        ready.snapshot.as_ref(),
+                        &ready.committed_entries,
+                    )
+                    .map_err(|e| e.to_string())?;
+                c.flush(node);
+                Ok(())
+            }
         }
     }
 
@@ -277,7 +328,16 @@ impl Server for Hosted {
                     data: t.data,
                 }))
             }
-            Hosted::Ctrl(c) => c.maybe_snapshot(node, raft_state_bytes),
+            Hosted::Ctrl(c) => {
+                let taken = c
+                    .server
+                    .maybe_snapshot(node.raw, raft_state_bytes)
+                    .map_err(|e| e.to_string())?;
+                Ok(taken.map(|t| SnapshotTaken {
+                    index: t.index,
+                    data: t.data,
+                }))
+            }
         }
     }
 }
