@@ -96,6 +96,47 @@ pub struct SnapshotTaken {
     pub data: Vec<u8>,
 }
 
+/// Where each request a server took came from, until it is answered.
+/// Servers name a request by a number of their own (kv's and
+/// shardctrler's `RequestId`) and answer it later, maybe after a log
+/// round; this maps the number back to the sender and the sender's tag
+/// (an attempt number, a sequence number). Lost with the server in a crash,
+/// as a real node's connections are.
+#[derive(Clone, Debug)]
+pub struct Routes<Tag> {
+    next_request_id: u64,
+    open: BTreeMap<u64, (Addr, Tag)>,
+}
+
+impl<Tag> Default for Routes<Tag> {
+    fn default() -> Self {
+        Self {
+            next_request_id: 1,
+            open: BTreeMap::new(),
+        }
+    }
+}
+
+impl<Tag> Routes<Tag> {
+    /// A new request id for a request from `from`.
+    pub fn open(&mut self, from: Addr, tag: Tag) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        self.open.insert(id, (from, tag));
+        id
+    }
+
+    /// Who gets the answer to `request_id` (once).
+    pub fn close(&mut self, request_id: u64) -> Option<(Addr, Tag)> {
+        self.open.remove(&request_id)
+    }
+
+    /// Whether a request from `from` still waits for its answer.
+    pub fn waiting_for(&self, from: Addr) -> bool {
+        self.open.values().any(|(a, _)| *a == from)
+    }
+}
+
 /// What a server callback may use: its Raft node, the clock, and an outbox
 /// whose messages the host sends through the network after the callback.
 pub struct Node<'a, M> {

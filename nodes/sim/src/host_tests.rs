@@ -179,3 +179,16 @@ fn partitions_and_client_reach_cut_messages() {
     while host.step(until).is_some() {}
     assert_eq!(values(&host), vec![Some(3); 3]);
 }
+
+#[test]
+fn routes_answer_each_request_once_to_its_sender() {
+    let mut routes: Routes<u32> = Routes::default();
+    let a = routes.open(Addr::Client(4), 1);
+    let b = routes.open(Addr::Node(2), 7);
+    assert_ne!(a, b);
+    assert!(routes.waiting_for(Addr::Client(4)));
+    assert_eq!(routes.close(a), Some((Addr::Client(4), 1)));
+    assert_eq!(routes.close(a), None);
+    assert!(!routes.waiting_for(Addr::Client(4)));
+    assert_eq!(routes.close(b), Some((Addr::Node(2), 7)));
+}

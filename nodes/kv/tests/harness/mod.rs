@@ -13,15 +13,14 @@
 pub mod history;
 pub mod lab;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kv::client::{Clerk, ClerkConfig, Outcome, Send, Step};
 use kv::message::{KvRequest, KvResponse};
-use kv::server::{KvServer, RequestId, ServerConfig};
+use kv::server::{KvServer, ServerConfig};
 use kv::Op;
 use raft::{NodeId, Ready, Snapshot};
-use sim::host::{Addr, Host, HostStats, Node, NodeSlot, Server, SnapshotTaken};
+use sim::host::{Addr, Host, HostStats, Node, NodeSlot, Routes, Server, SnapshotTaken};
 
 use history::History;
 
@@ -49,14 +48,14 @@ pub enum KvMsg {
 /// (lost in a crash, as a real node's connections are).
 pub struct KvHosted {
     pub server: KvServer,
-    routes: BTreeMap<RequestId, (Addr, u64, u32)>,
-    next_request_id: RequestId,
+    /// Tag: the request's (seq, attempt), echoed in the response.
+    routes: Routes<(u64, u32)>,
 }
 
 impl KvHosted {
     fn flush(&mut self, node: &mut Node<'_, KvMsg>) {
         for reply in self.server.take_replies() {
-            if let Some((to, seq, attempt)) = self.routes.remove(&reply.request_id) {
+            if let Some((to, (seq, attempt))) = self.routes.close(reply.request_id) {
                 let response = reply.response;
                 node.send(
                     to,
@@ -89,8 +88,7 @@ impl Server for KvHosted {
         }
         Ok(KvHosted {
             server,
-            routes: BTreeMap::new(),
-            next_request_id: 1,
+            routes: Routes::default(),
         })
     }
 
@@ -108,9 +106,7 @@ impl Server for KvHosted {
 
     fn receive(&mut self, node: &mut Node<'_, KvMsg>, from: Addr, message: KvMsg) {
         if let KvMsg::Request { attempt, request } = message {
-            let request_id = self.next_request_id;
-            self.next_request_id += 1;
-            self.routes.insert(request_id, (from, request.seq, attempt));
+            let request_id = self.routes.open(from, (request.seq, attempt));
             self.server.handle_request(node.raw, request_id, request);
             self.flush(node);
         }

@@ -2,9 +2,6 @@
 //! (`ShardKvServer`) or a controller server ([`CtrlServer`]), and the
 //! messages between them and the clerks.
 
-use std::collections::BTreeMap;
-
-use kv::server::RequestId;
 use raft::{NodeId, Ready, Snapshot};
 use shardctrler::server::ServerConfig as CtrlConfig;
 use shardctrler::{CtrlOp, CtrlRequest, CtrlResponse, CtrlResult, CtrlServer, Gid};
@@ -12,9 +9,9 @@ use shardkv::{
     DeleteReply, DeleteRequest, Outbound, PullReply, PullRequest, ServerConfig, ShardKvRequest,
     ShardKvResponse, ShardKvServer,
 };
+use sim::host::{Addr, Node, Routes, Server, SnapshotTaken};
 
 use super::ctrl::{CtrlAction, CtrlClerk};
-use sim::host::{Addr, Node, Server, SnapshotTaken};
 
 /// A group server's controller query gets this many ticks (300 ms) before
 /// its clerk tries the next controller server.
@@ -70,8 +67,8 @@ pub enum Spec {
 /// real node's connections are) and its own controller clerk.
 pub struct GroupServer {
     pub server: ShardKvServer,
-    routes: BTreeMap<RequestId, (Addr, u64)>,
-    next_request_id: RequestId,
+    /// Tag: the request's attempt, echoed in the reply.
+    routes: Routes<u64>,
     ctrl: CtrlClerk,
     ctrl_sent_tick: u64,
     ctrl_resend: Option<u64>,
@@ -81,20 +78,20 @@ pub struct GroupServer {
 /// A controller server with where each request came from.
 pub struct CtrlHosted {
     pub server: CtrlServer,
-    routes: BTreeMap<RequestId, (Addr, u64)>,
-    next_request_id: RequestId,
+    /// Tag: the request's attempt, echoed in the reply.
+    routes: Routes<u64>,
 }
 
 impl CtrlHosted {
     /// Whether a request from `client` waits here for its log entry (it
     /// was proposed and not answered yet).
     pub fn is_waiting_for(&self, client: Addr) -> bool {
-        self.routes.values().any(|(from, _)| *from == client)
+        self.routes.waiting_for(client)
     }
 
     fn flush(&mut self, node: &mut Node<'_, Msg>) {
         for reply in self.server.take_replies() {
-            if let Some((to, attempt)) = self.routes.remove(&reply.request_id) {
+            if let Some((to, attempt)) = self.routes.close(reply.request_id) {
                 let response = reply.response;
                 node.send(to, Msg::CtrlReply { attempt, response });
             }
@@ -108,9 +105,7 @@ impl CtrlHosted {
         attempt: u64,
         request: CtrlRequest,
     ) {
-        let request_id = self.next_request_id;
-        self.next_request_id += 1;
-        self.routes.insert(request_id, (from, attempt));
+        let request_id = self.routes.open(from, attempt);
         self.server.handle_request(node.raw, request_id, request);
         self.flush(node);
     }
@@ -125,7 +120,7 @@ impl GroupServer {
     /// Sends the server's replies and outbounds.
     fn flush(&mut self, node: &mut Node<'_, Msg>) {
         for reply in self.server.take_replies() {
-            if let Some((to, attempt)) = self.routes.remove(&reply.request_id) {
+            if let Some((to, attempt)) = self.routes.close(reply.request_id) {
                 let response = reply.response;
                 node.send(to, Msg::KvReply { attempt, response });
             }
@@ -190,9 +185,7 @@ impl GroupServer {
     fn receive(&mut self, node: &mut Node<'_, Msg>, from: Addr, message: Msg) {
         match message {
             Msg::Kv { attempt, request } => {
-                let request_id = self.next_request_id;
-                self.next_request_id += 1;
-                self.routes.insert(request_id, (from, attempt));
+                let request_id = self.routes.open(from, attempt);
                 self.server.handle_request(node.raw, request_id, request);
             }
             Msg::CtrlReply { attempt, response } => {
@@ -239,8 +232,7 @@ impl Server for Hosted {
                 }
                 Ok(Hosted::Group(Box::new(GroupServer {
                     server,
-                    routes: BTreeMap::new(),
-                    next_request_id: 1,
+                    routes: Routes::default(),
                     // A new client id per start: the query has no session to keep.
                     ctrl: CtrlClerk::new(incarnation, ctrl_servers.clone()),
                     ctrl_sent_tick: 0,
@@ -257,8 +249,7 @@ impl Server for Hosted {
                 }
                 Ok(Hosted::Ctrl(CtrlHosted {
                     server,
-                    routes: BTreeMap::new(),
-                    next_request_id: 1,
+                    routes: Routes::default(),
                 }))
             }
         }
