@@ -12,7 +12,7 @@ NEMESIS ?=
 MUTATION ?=
 DB ?=
 
-.PHONY: help deps build test lint test-linearizability bench bench-checker report
+.PHONY: help deps build test lint test-linearizability test-mapreduce bench bench-checker report
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -52,6 +52,23 @@ test-linearizability: deps build ## a real local cluster under faults, checked (
 	done; \
 	if [ $$status -eq 0 ]; then echo "test-linearizability: every check passed"; \
 	else echo "test-linearizability: FAILED (exit $$status); see the report paths above"; fi; \
+	exit $$status
+
+# MapReduce crash tests on the local cluster: each APP in turn (default wc, indexer and the
+# lab's crash app), WORKERS workers (4), a 3-replica coordinator, NEMESIS faults (default kill:
+# workers and the coordinator's leader; also pause, partition, all). Exit 0 only if every run passed.
+MR_APPS := $(if $(APP),$(APP),wc indexer crash)
+MR_NEMESIS := $(if $(NEMESIS),$(NEMESIS),kill)
+
+test-mapreduce: deps build ## MapReduce crash tests on a local cluster, output vs sequential (APP= WORKERS= NODES= NEMESIS= SEED=)
+	@status=0; for a in $(MR_APPS); do \
+		echo "== control mapreduce --app $$a --nemesis $(MR_NEMESIS)"; \
+		./target/release/control mapreduce --app $$a --nemesis $(MR_NEMESIS) \
+			$(if $(WORKERS),--workers $(WORKERS)) $(if $(NODES),--nodes $(NODES)) \
+			$(if $(SEED),--seed $(SEED)) || status=$$?; \
+	done; \
+	if [ $$status -eq 0 ]; then echo "test-mapreduce: every check passed"; \
+	else echo "test-mapreduce: FAILED (exit $$status); see the report paths above"; fi; \
 	exit $$status
 
 bench: ## benchmarks: Raft core, simulator, storage, transport, node commit latency, YCSB, MapReduce

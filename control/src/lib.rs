@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod db;
 pub mod etcd;
 pub mod history;
+pub mod mr;
 pub mod nemesis;
 pub mod net;
 pub mod netns;

@@ -19,6 +19,8 @@ use control::nemesis;
 use control::results::RunDir;
 use control::runner::{self, ClusterChoice, TestOptions};
 
+mod mr_cli;
+
 #[derive(Parser)]
 #[command(
     name = "control",
@@ -42,6 +44,10 @@ enum Command {
     /// update-heavy 50/50) and each shard move's unavailability window; prints the table and
     /// writes results/bench-shardkv/<timestamp>/results.json.
     BenchShardkv(Box<BenchShardkvArgs>),
+    /// MapReduce crash test on the local cluster: a replicated coordinator and workers under a
+    /// nemesis that kills workers and the coordinator's leader; output checked against the
+    /// sequential run.
+    Mapreduce(Box<mr_cli::MapreduceArgs>),
 }
 
 #[derive(Args)]
@@ -192,6 +198,7 @@ fn main() -> ExitCode {
         Command::Teardown(args) => teardown(args),
         Command::Analyze(args) => analyze_folder(args),
         Command::BenchShardkv(args) => bench_shardkv(*args),
+        Command::Mapreduce(args) => mr_cli::mapreduce(*args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -14,7 +14,8 @@ use mapreduce::app::{self, AppContext, AppOptions};
 use mapreduce::local::LocalCoordinator;
 use mapreduce::net::{self, CoordinatorAddress, QuicLink, SingleHandler};
 use mapreduce::replicated::{run_replica, ReplicaConfig};
-use mapreduce::{input, run_worker, JobSpec, WorkerExit, WorkerOptions};
+use mapreduce::worker::{run_worker_with_stats, WorkerStats, WORKER_STATS_PREFIX};
+use mapreduce::{input, JobSpec, WorkerExit, WorkerOptions};
 use transport::{Endpoint, EndpointConfig};
 
 #[derive(Parser, Debug)]
@@ -362,11 +363,50 @@ fn worker(args: WorkerArgs) -> Result<()> {
         task_delay: Duration::from_millis(args.task_delay_ms),
         ..WorkerOptions::default()
     };
-    match run_worker(app.as_ref(), &context, &mut link, &options)? {
+    let started = Instant::now();
+    let mut stats = WorkerStats::default();
+    let result = run_worker_with_stats(app.as_ref(), &context, &mut link, &options, &mut stats);
+    let exit = match &result {
+        Ok(WorkerExit::JobDone) => "job-done",
+        Ok(WorkerExit::Crashed) => "crashed",
+        Err(_) => "error",
+    };
+    print_worker_stats(exit, started, &stats);
+    match result? {
         WorkerExit::JobDone => Ok(()),
         // The crash application's os.Exit(1).
         WorkerExit::Crashed => std::process::exit(1),
     }
+}
+
+/// One line on stdout when a worker ends: `worker-stats {json}`. `run` and
+/// the cluster harness read it to tell CPU-bound work from waiting, and the
+/// harness's early-exit check uses `exit` and `unix_ms`.
+fn print_worker_stats(exit: &str, started: Instant, stats: &WorkerStats) {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let (user_ms, sys_ms) = getrusage(UsageWho::RUSAGE_SELF)
+        .map(|usage| {
+            let ms = |t: nix::sys::time::TimeVal| {
+                u64::try_from(t.tv_sec()).unwrap_or(0) * 1000
+                    + u64::try_from(t.tv_usec()).unwrap_or(0) / 1000
+            };
+            (ms(usage.user_time()), ms(usage.system_time()))
+        })
+        .unwrap_or((0, 0));
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0);
+    let line = serde_json::json!({
+        "pid": std::process::id(),
+        "exit": exit,
+        "unix_ms": unix_ms,
+        "wall_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(0),
+        "cpu_user_ms": user_ms,
+        "cpu_sys_ms": sys_ms,
+        "stats": stats,
+    });
+    println!("{WORKER_STATS_PREFIX}{line}");
 }
 
 fn sequential(args: SequentialArgs) -> Result<()> {
@@ -498,6 +538,7 @@ fn run(args: RunArgs) -> Result<()> {
             .arg(&certs)
             .arg(format!("--coordinator={}", address_list(&addresses)))
             .args(args.app.to_flags())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .context("cannot start a worker")?;
         children.push(child);
@@ -578,6 +619,11 @@ fn run(args: RunArgs) -> Result<()> {
             }
         }
     }
+    for (i, child) in children.iter_mut().enumerate() {
+        if let Some(line) = read_worker_stats(child) {
+            eprintln!("worker {i}: {line}");
+        }
+    }
     if failed > 0 {
         bail!("{failed} workers failed");
     }
@@ -589,4 +635,35 @@ fn run(args: RunArgs) -> Result<()> {
         elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// The exited worker's stats line, summarised: tasks, CPU against wall time
+/// (a worker at ~100% CPU is compute-bound; one far below waits on the disk,
+/// the coordinator or the scheduler).
+fn read_worker_stats(child: &mut Child) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    child.stdout.take()?.read_to_string(&mut text).ok()?;
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix(mapreduce::worker::WORKER_STATS_PREFIX))?;
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let stats = &value["stats"];
+    let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let cpu_ms = number(&value["cpu_user_ms"]) + number(&value["cpu_sys_ms"]);
+    let wall_ms = number(&value["wall_ms"]).max(1);
+    Some(format!(
+        "{} maps ({} ms), {} reduces ({} ms), idle {} ms, coordinator calls {} ms, read {} MB, cpu {} ms user + {} ms sys = {:.0}% of {} ms wall",
+        number(&stats["maps"]),
+        number(&stats["map_ms"]),
+        number(&stats["reduces"]),
+        number(&stats["reduce_ms"]),
+        number(&stats["idle_ms"]),
+        number(&stats["link_ms"]),
+        number(&stats["read_bytes"]) / 1_000_000,
+        number(&value["cpu_user_ms"]),
+        number(&value["cpu_sys_ms"]),
+        cpu_ms as f64 * 100.0 / wall_ms as f64,
+        wall_ms,
+    ))
 }

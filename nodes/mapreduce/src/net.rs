@@ -204,6 +204,28 @@ impl QuicLink {
         Err(WorkerError::Link(last_error))
     }
 
+    /// Sends `request` to the coordinator at `position` in the address list
+    /// only, without following leader hints: what monitors use to ask each
+    /// replica for its own role and progress.
+    pub fn ask(&mut self, position: usize, request: &Request) -> Result<Response, WorkerError> {
+        let target =
+            self.coordinators.get(position).cloned().ok_or_else(|| {
+                WorkerError::Link(format!("no coordinator at position {position}"))
+            })?;
+        self.runtime
+            .block_on(self.client.request::<_, Response>(
+                target.addr,
+                &target.name,
+                request,
+                self.request_timeout,
+            ))
+            .map_err(|error| WorkerError::Link(format!("{}: {error}", target.name)))
+    }
+
+    pub fn coordinators(&self) -> &[CoordinatorAddress] {
+        &self.coordinators
+    }
+
     pub fn progress(&mut self) -> Result<Progress, WorkerError> {
         match self.call(&Request::Progress)? {
             Response::Progress(progress) => Ok(progress),

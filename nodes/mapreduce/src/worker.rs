@@ -251,6 +251,32 @@ impl Default for WorkerOptions {
     }
 }
 
+/// How a worker process's final stats line on stdout begins.
+pub const WORKER_STATS_PREFIX: &str = "worker-stats ";
+
+/// Where one worker's time went: what the benchmark and the cluster harness
+/// print per worker to tell CPU-bound work from waiting (a worker that asks,
+/// hears `Wait` and sleeps is idle, not slow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerStats {
+    pub maps: u32,
+    pub reduces: u32,
+    /// Wall time inside map tasks (read, map, partition, write).
+    pub map_ms: u64,
+    /// Wall time inside reduce tasks (read buckets, sort, reduce, write).
+    pub reduce_ms: u64,
+    /// Wall time in calls to the coordinator.
+    pub link_ms: u64,
+    /// Wall time sleeping after `Wait`/`NoJob` or a failed call.
+    pub idle_ms: u64,
+    /// Bytes of input (map) and intermediate files (reduce) read.
+    pub read_bytes: u64,
+}
+
+fn elapsed_ms(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The worker loop: ask for a task, run it, report it; until told to exit.
 pub fn run_worker(
     app: &dyn Application,
@@ -258,9 +284,24 @@ pub fn run_worker(
     link: &mut dyn CoordinatorLink,
     options: &WorkerOptions,
 ) -> Result<WorkerExit, WorkerError> {
+    run_worker_with_stats(app, context, link, options, &mut WorkerStats::default())
+}
+
+/// [`run_worker`], accounting its time in `stats` (filled in even when it
+/// returns an error, so a failing worker still says where its time went).
+pub fn run_worker_with_stats(
+    app: &dyn Application,
+    context: &AppContext,
+    link: &mut dyn CoordinatorLink,
+    options: &WorkerOptions,
+    stats: &mut WorkerStats,
+) -> Result<WorkerExit, WorkerError> {
     let mut failures = 0u32;
     loop {
-        let reply = match link.request_task(context.worker_id) {
+        let asked = std::time::Instant::now();
+        let answer = link.request_task(context.worker_id);
+        stats.link_ms += elapsed_ms(asked);
+        let reply = match answer {
             Ok(reply) => {
                 failures = 0;
                 reply
@@ -271,6 +312,7 @@ pub fn run_worker(
                     return Err(error);
                 }
                 std::thread::sleep(options.poll_interval);
+                stats.idle_ms += u64::try_from(options.poll_interval.as_millis()).unwrap_or(0);
                 continue;
             }
         };
@@ -279,23 +321,55 @@ pub fn run_worker(
             Reply::Exit => return Ok(WorkerExit::JobDone),
             _ => {
                 std::thread::sleep(options.poll_interval);
+                stats.idle_ms += u64::try_from(options.poll_interval.as_millis()).unwrap_or(0);
                 continue;
             }
         };
         if !options.task_delay.is_zero() {
             std::thread::sleep(options.task_delay);
         }
+        let started = std::time::Instant::now();
         let outcome = match task.kind {
-            TaskKind::Map => run_map(app, context, &task)?,
-            TaskKind::Reduce => run_reduce(app, context, &task)?,
+            TaskKind::Map => {
+                let outcome = run_map(app, context, &task)?;
+                stats.maps += 1;
+                stats.map_ms += elapsed_ms(started);
+                stats.read_bytes += task_input_bytes(context, &task);
+                outcome
+            }
+            TaskKind::Reduce => {
+                let outcome = run_reduce(app, context, &task)?;
+                stats.reduces += 1;
+                stats.reduce_ms += elapsed_ms(started);
+                stats.read_bytes += task_input_bytes(context, &task);
+                outcome
+            }
         };
         if outcome.is_err() {
             return Ok(WorkerExit::Crashed);
         }
         // A lost report is harmless: the task times out and runs again.
+        let reporting = std::time::Instant::now();
         if link.complete(&task).is_err() {
             tracing::warn!(?task, "could not report a finished task");
         }
+        stats.link_ms += elapsed_ms(reporting);
+    }
+}
+
+/// Bytes a task read: its input file (map) or its bucket of every map
+/// output (reduce); files that vanished count as 0.
+fn task_input_bytes(context: &AppContext, task: &Task) -> u64 {
+    let size = |name: &str| {
+        fs::metadata(context.work_dir.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    match task.kind {
+        TaskKind::Map => task.file.as_deref().map_or(0, size),
+        TaskKind::Reduce => (0..task.n_map)
+            .map(|map| size(&intermediate_name(map, task.index)))
+            .sum(),
     }
 }
 
