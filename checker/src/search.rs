@@ -975,8 +975,15 @@ fn search_prepared<M: Model>(
                         // Pending observers, then the next few not yet
                         // invoked (a read at the end of a run of appends
                         // fixes their order long before it is invoked).
-                        let first_future =
-                            observers.partition_point(|&o| calls[o as usize] < first_return);
+                        // Future observers only while no observer is
+                        // pending: a pending read prunes as well, sooner.
+                        let any_pending = observer[blocking as usize]
+                            || candidates[start..].iter().any(|&x| observer[x as usize]);
+                        let first_future = if any_pending {
+                            observers.len()
+                        } else {
+                            observers.partition_point(|&o| calls[o as usize] < first_return)
+                        };
                         let pending = candidates[start..]
                             .iter()
                             .copied()
