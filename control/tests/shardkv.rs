@@ -150,10 +150,10 @@ fn sharded_store_stays_linearizable_through_reconfigurations_and_partitions() {
     );
     assert!(results["ops"]["ok"].as_u64().unwrap() > 500, "{results:#}");
     assert!(
-        results["checks"]["lost-writes"]["appends_checked"]
+        results["checks"]["lost-writes"]["keys_checked"]
             .as_u64()
             .unwrap()
-            > 50,
+            >= 10,
         "the final reads checked too few appends: {results:#}"
     );
     // Each group's logs came back (several daemons per node, one folder per node).

@@ -269,7 +269,16 @@ impl Client for ShardKvClient {
                     server,
                     request,
                 } => {
-                    let Some(addr) = self.ctrl.shared.directory.get(&server).copied() else {
+                    // Configurations name servers `name@ip:port`; bare names resolve through
+                    // the layout.
+                    let (server, addr) = match server.split_once('@') {
+                        Some((name, addr)) => (name.to_string(), addr.parse().ok()),
+                        None => {
+                            let addr = self.ctrl.shared.directory.get(&server).copied();
+                            (server, addr)
+                        }
+                    };
+                    let Some(addr) = addr else {
                         return Completion::Fail(format!("unknown server {server}"));
                     };
                     let frame = NodeRequest::ShardKv(request);

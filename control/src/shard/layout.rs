@@ -132,11 +132,12 @@ impl Layout {
         self.daemons.iter().find(|d| d.name == name)
     }
 
-    /// The server names of group `gid`, as a Join names them.
+    /// The servers of group `gid` as a Join names them: `name@ip:port` (the certificate name
+    /// and the address, which is all a group or a clerk needs to reach a server).
     pub fn servers(&self, gid: Gid) -> Vec<String> {
         self.members(Role::Group(gid))
             .iter()
-            .map(|d| d.name.clone())
+            .map(|d| format!("{}@{}", d.name, d.addr()))
             .collect()
     }
 
@@ -165,17 +166,6 @@ impl Layout {
                     ctrl.raft_id,
                     ctrl.name,
                     ctrl.addr()
-                ));
-            }
-            for other in self
-                .daemons
-                .iter()
-                .filter(|d| matches!(d.role, Role::Group(_)))
-            {
-                text.push_str(&format!(
-                    "\n[[shardkv.servers]]\nname = \"{}\"\naddr = \"{}\"\n",
-                    other.name,
-                    other.addr()
                 ));
             }
         }
@@ -223,9 +213,23 @@ mod tests {
     fn five_nodes_three_groups_spread_and_never_share_a_port_on_a_node() {
         let layout = Layout::new(&nodes(5), 3).unwrap();
         assert_eq!(layout.members(Role::Controller).len(), 3);
-        assert_eq!(layout.servers(1), ["g1-n1", "g1-n2", "g1-n3"]);
-        assert_eq!(layout.servers(2), ["g2-n4", "g2-n5", "g2-n1"]);
-        assert_eq!(layout.servers(3), ["g3-n2", "g3-n3", "g3-n4"]);
+        assert_eq!(
+            layout.servers(1),
+            [
+                "g1-n1@10.9.0.1:7101",
+                "g1-n2@10.9.0.2:7101",
+                "g1-n3@10.9.0.3:7101"
+            ]
+        );
+        let names = |gid| -> Vec<String> {
+            layout
+                .members(Role::Group(gid))
+                .iter()
+                .map(|d| d.name.clone())
+                .collect()
+        };
+        assert_eq!(names(2), ["g2-n4", "g2-n5", "g2-n1"]);
+        assert_eq!(names(3), ["g3-n2", "g3-n3", "g3-n4"]);
         for node in nodes(5) {
             let here = layout.on_node(&node.name);
             let mut ports: Vec<u16> = here.iter().map(|d| d.port).collect();
@@ -248,6 +252,7 @@ mod tests {
         assert!(text.contains("gid = 2"), "{text}");
         assert!(text.contains("listen = \"10.9.0.1:7102\""), "{text}");
         assert!(text.contains("name = \"g2-n4\""), "{text}");
+        assert!(text.contains("[[shardkv.controllers]]"), "{text}");
         assert!(!text.contains("unsafe_keep_serving"), "{text}");
         let peers = text.split("[[peers]]").count() - 1;
         assert_eq!(peers, 2, "{text}");
