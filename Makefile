@@ -82,3 +82,9 @@ report: ## print the path of the latest report
 
 bench-shardkv: build ## sharded store: throughput with 1/2/3 groups (95/5 and 50/50), shard-move unavailability
 	./target/release/control bench-shardkv $(if $(NODES),--nodes $(NODES))
+
+# Our KV and etcd side by side, one run (~5 minutes with the defaults); flags for
+# `control bench-compare` go in BENCH_ARGS, e.g. BENCH_ARGS="--duration 10 --connect all".
+.PHONY: bench-compare
+bench-compare: deps build ## our KV vs etcd: YCSB A/B/C x 1/16/64 clients, open loop; results/bench-compare/ (BENCH_ARGS=)
+	$${CARGO_TARGET_DIR:-target}/release/control bench-compare $(BENCH_ARGS)

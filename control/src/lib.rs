@@ -10,6 +10,7 @@
 //! Concepts follow Jepsen: a test is nodes + db + client + generator + nemesis + checker.
 
 pub mod analyze;
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod cmd;

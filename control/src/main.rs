@@ -40,6 +40,9 @@ enum Command {
     Teardown(TeardownArgs),
     /// Re-check a stored run's history and rewrite its results.json, history.edn, report.html.
     Analyze(AnalyzeArgs),
+    /// Benchmark our KV and etcd side by side (YCSB A/B/C, closed and open loop) on a local
+    /// 3-node cluster; writes results/bench-compare/<timestamp>/ and prints the table.
+    BenchCompare(Box<BenchCompareArgs>),
     /// Benchmark the sharded store: throughput with 1, 2, 3 groups (read-heavy 95/5 and
     /// update-heavy 50/50) and each shard move's unavailability window; prints the table and
     /// writes results/bench-shardkv/<timestamp>/results.json.
@@ -48,6 +51,69 @@ enum Command {
     /// nemesis that kills workers and the coordinator's leader; output checked against the
     /// sequential run.
     Mapreduce(Box<mr_cli::MapreduceArgs>),
+}
+
+#[derive(Args)]
+struct BenchCompareArgs {
+    /// Systems to measure, in order: ours, etcd.
+    #[arg(long, default_value = "ours,etcd")]
+    systems: String,
+    /// YCSB workloads: a (50/50 read/update), b (95/5), c (reads only).
+    #[arg(long, default_value = "a,b,c")]
+    workloads: String,
+    /// Closed-loop client counts.
+    #[arg(long, default_value = "1,16,64")]
+    clients: String,
+    /// Seconds of warm-up before each measured window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds measured per cell (system x workload x clients, or x rate).
+    #[arg(long, default_value_t = 6.0)]
+    duration: f64,
+    /// Records preloaded before measuring.
+    #[arg(long, default_value_t = 1000)]
+    records: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    value_bytes: usize,
+    /// Key distribution: zipfian (YCSB's default) or uniform.
+    #[arg(long, default_value = "zipfian")]
+    distribution: String,
+    /// Where clients send requests, the same for both systems: leader (every request to the
+    /// current leader) or all (spread over the members).
+    #[arg(long, default_value = "leader")]
+    connect: String,
+    /// Open-loop offered rates: requests/s, or N% of the system's own closed-loop peak;
+    /// `none` skips the open loop.
+    #[arg(long, default_value = "1000,2000,4000,6000")]
+    rates: String,
+    /// Open-loop workload.
+    #[arg(long, default_value = "a")]
+    open_workload: String,
+    /// Workers serving the open-loop schedule.
+    #[arg(long, default_value_t = 64)]
+    open_clients: usize,
+    /// Milliseconds before an operation counts as an error.
+    #[arg(long, default_value_t = 2000)]
+    op_timeout_ms: u64,
+    /// Load generator threads (1: one current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Our nodes' snapshot threshold in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_raft_state_bytes: usize,
+    /// Seed of the operation streams; random when absent, always printed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Results root.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Bench name (results/<name>/...).
+    #[arg(long, default_value = "bench-compare")]
+    name: String,
+    /// Also print results.json's rows as JSON on stdout, after the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -197,6 +263,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test(*args),
         Command::Teardown(args) => teardown(args),
         Command::Analyze(args) => analyze_folder(args),
+        Command::BenchCompare(args) => bench_compare(*args),
         Command::BenchShardkv(args) => bench_shardkv(*args),
         Command::Mapreduce(args) => mr_cli::mapreduce(*args),
     };
@@ -401,4 +468,78 @@ fn bench_shardkv(args: BenchShardkvArgs) -> anyhow::Result<u8> {
     print!("{}", control::shard::bench::table(&rows, &moves));
     println!("results: {}", dir.join("results.json").display());
     Ok(0)
+}
+
+fn bench_compare(args: BenchCompareArgs) -> anyhow::Result<u8> {
+    use control::bench::{self, parse_list, BenchOptions, Rate};
+    let seconds = |v: f64, flag: &str| -> anyhow::Result<Duration> {
+        if !(v.is_finite() && (0.0..=3600.0).contains(&v)) {
+            bail!("{flag} must be between 0 and 3600 seconds");
+        }
+        Ok(Duration::from_secs_f64(v))
+    };
+    let rates: Vec<Rate> = if args.rates.trim() == "none" {
+        Vec::new()
+    } else {
+        parse_list(&args.rates, "--rates").map_err(anyhow::Error::msg)?
+    };
+    let options = BenchOptions {
+        systems: parse_list(&args.systems, "--systems").map_err(anyhow::Error::msg)?,
+        workloads: parse_list(&args.workloads, "--workloads").map_err(anyhow::Error::msg)?,
+        clients: bench::parse_clients(&args.clients).map_err(anyhow::Error::msg)?,
+        warmup: seconds(args.warmup, "--warmup")?,
+        duration: seconds(args.duration, "--duration")?,
+        records: args.records,
+        value_bytes: args.value_bytes,
+        distribution: args.distribution.parse().map_err(anyhow::Error::msg)?,
+        connect: args.connect.parse().map_err(anyhow::Error::msg)?,
+        open_workload: if rates.is_empty() {
+            None
+        } else {
+            Some(args.open_workload.parse().map_err(anyhow::Error::msg)?)
+        },
+        rates,
+        open_clients: args.open_clients,
+        op_timeout: Duration::from_millis(args.op_timeout_ms),
+        client_threads: args.client_threads,
+        seed: args.seed.unwrap_or_else(rand::random),
+        results_root: args.results,
+        name: args.name,
+        max_raft_state_bytes: args.max_raft_state_bytes,
+        ..BenchOptions::default()
+    };
+    // First Ctrl-C: stop measuring, stop the systems, tear down, write what was measured.
+    // Second: tear down at once and exit 130.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ncontrol: interrupted again; tearing down now");
+            for (tag, result) in local::teardown_active() {
+                if let Err(e) = result {
+                    eprintln!("control: teardown {tag}: {e}");
+                }
+            }
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ncontrol: interrupted; stopping the systems and tearing down (Ctrl-C again to abort)"
+        );
+    })
+    .context("installing the Ctrl-C handler")?;
+    let outcome = bench::run(&options, &interrupted)?;
+    print!("{}", bench::table(&outcome.rows));
+    println!("connect: {}", options.connect.describe());
+    if args.json {
+        println!("{}", outcome.results["rows"]);
+    }
+    for error in &outcome.errors {
+        eprintln!("control: during the run: {error}");
+    }
+    println!(
+        "results: {}",
+        outcome.run_dir.join("results.json").display()
+    );
+    println!("report: {}", outcome.run_dir.join("report.html").display());
+    Ok(if outcome.errors.is_empty() { 0 } else { 3 })
 }
