@@ -262,38 +262,41 @@ fn partition<'h, M: Model>(
     history: &'h History,
     model: &M,
 ) -> Result<Vec<Partition<'h, M::Op>>, ModelError> {
-    let mut index: HashMap<Option<&'h str>, usize, BuildHasherDefault<FxHasher>> =
-        HashMap::default();
+    let mut index: HashMap<Option<&'h str>, u32, BuildHasherDefault<FxHasher>> = HashMap::default();
     let mut groups: Vec<Partition<'h, M::Op>> = Vec::new();
-    // Consecutive operations often share a key (always, with one object):
-    // skip the hash lookup then.
-    let mut last: Option<(Option<&'h str>, usize)> = None;
+    // First the group of every operation (consecutive operations often
+    // share a key, always with one object: skip the hash lookup then), so
+    // each group's vector is allocated once at its final size.
+    let mut last: Option<(Option<&'h str>, u32)> = None;
+    let mut group_of: Vec<u32> = Vec::with_capacity(history.operations.len());
+    let mut sizes: Vec<usize> = Vec::new();
     for op in &history.operations {
         let key = model.partition_key(op);
         let group = match last {
             Some((k, g)) if k == key => g,
             _ => {
                 let g = *index.entry(key).or_insert_with(|| {
-                    groups.push((
-                        key,
-                        Vec::with_capacity(if key.is_none() {
-                            history.operations.len()
-                        } else {
-                            0
-                        }),
-                    ));
-                    groups.len() - 1
+                    groups.push((key, Vec::new()));
+                    sizes.push(0);
+                    (groups.len() - 1) as u32
                 });
                 last = Some((key, g));
                 g
             }
         };
+        sizes[group as usize] += 1;
+        group_of.push(group);
+    }
+    for (group, &size) in groups.iter_mut().zip(&sizes) {
+        group.1.reserve_exact(size);
+    }
+    for (op, &group) in history.operations.iter().zip(&group_of) {
         if let Some(prepared) = model.prepare(op)? {
             let ret = match op.status {
                 Status::Info => None,
                 _ => op.return_index,
             };
-            groups[group].1.push(PreparedOp {
+            groups[group as usize].1.push(PreparedOp {
                 id: op.id,
                 op: prepared,
                 call: op.invoke_index,

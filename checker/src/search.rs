@@ -545,6 +545,17 @@ impl Entries {
                 placed = true;
             }
         }
+        if !placed && high < (1 << 32) && n < (1 << 31) {
+            // Sparse but small positions: sort (position << 32 | tag) words.
+            let mut keyed: Vec<u64> = tags().map(|(p, tag)| ((p as u64) << 32) | tag).collect();
+            keyed.sort_unstable();
+            if keyed.windows(2).all(|w| w[0] >> 32 != w[1] >> 32) {
+                for key in keyed {
+                    place(&mut entries, key & 0xffff_ffff);
+                }
+                placed = true;
+            }
+        }
         if !placed {
             // A call sorts before a return at a tie.
             let mut keyed: Vec<(usize, u64)> = tags().collect();
