@@ -321,6 +321,31 @@ fn groups_join_serve_move_and_leave() {
             Err(node::shard_client::CtrlError::Invalid(_))
         ));
     });
+    // The CLI against the same deployment.
+    let cluster_file = cluster.dir.path().join("cluster.toml");
+    cluster.cluster.write(&cluster_file).unwrap();
+    let shardctl = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_shardctl"))
+            .arg("--cluster")
+            .arg(&cluster_file)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        )
+    };
+    let key = key_in(4, "cli");
+    assert_eq!(shardctl(&["put", &key, "from-cli"]).0, Some(0));
+    assert_eq!(shardctl(&["get", &key]), (Some(0), "from-cli".to_string()));
+    let (code, query) = shardctl(&["query"]);
+    assert_eq!(code, Some(0));
+    assert!(query.contains("\"shards\""), "{query}");
+    assert_eq!(
+        shardctl(&["move", "--shard", "99", "--gid", "2"]).0,
+        Some(1)
+    );
 }
 
 /// Records events as JSON lines in the DESIGN.md history format.
