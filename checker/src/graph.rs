@@ -191,10 +191,13 @@ pub fn check(history: &History, model: &ModelKind) -> GraphVerdict {
     if threads <= 1 {
         worker();
     } else {
+        // The calling thread is one of the workers: it is already running,
+        // while a new thread may wait for a core on a loaded machine.
         std::thread::scope(|scope| {
-            for _ in 0..threads {
+            for _ in 1..threads {
                 scope.spawn(worker);
             }
+            worker();
         });
     }
     let outcomes = outcomes
