@@ -45,7 +45,7 @@ fn main() {
 
     let cluster = BenchCluster::start(NODES);
     let mut setup = Setup::machine("commit_latency");
-    setup.add("cluster", format!("{NODES} node processes on 127.0.0.1, QUIC + mutual TLS, fsync on (fdatasync per Ready)"));
+    setup.add("cluster", format!("{NODES} node processes on 127.0.0.1, QUIC + mutual TLS, fsync on (storage thread: group commit, one fdatasync per wake-up; leader Appends sent before its own fsync, Raft async storage writes)"));
     setup.add_node_defaults();
     setup.add("data dir", cluster.data_dir().display());
     setup.add("filesystem", filesystem_of(&cluster.data_dir()));

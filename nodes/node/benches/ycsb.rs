@@ -161,7 +161,7 @@ fn main() {
     let mut setup = Setup::machine("ycsb");
     setup.add(
         "cluster",
-        format!("{NODES} node processes on 127.0.0.1, QUIC + mutual TLS, fsync on (fdatasync per Ready)"),
+        format!("{NODES} node processes on 127.0.0.1, QUIC + mutual TLS, fsync on (storage thread: group commit, one fdatasync per wake-up; leader Appends sent before its own fsync, Raft async storage writes)"),
     );
     setup.add_node_defaults();
     setup.add("filesystem", filesystem_of(&cluster.data_dir()));

@@ -18,6 +18,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The node daemon does not call the store on its event loop: it moves it
+//! onto a [`StorageWriter`] thread, which appends every batch queued while
+//! it was busy and syncs them with one fdatasync (group commit), then
+//! reports "durable through write n" back to the loop.
+//!
 //! # Guarantees
 //!
 //! * When `save_ready` (or `sync`) returns `Ok`, everything passed to it
