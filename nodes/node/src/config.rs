@@ -31,8 +31,9 @@
 //! unsafe_stale_reads = false
 //! ```
 //!
-//! `service = "shardctrler"` runs a shard controller replica (no extra
-//! section). `service = "shardkv"` runs a member of a replica group; the
+//! `service = "shardctrler"` runs a shard controller replica; optional
+//! `[shardctrler] shards = 10` sets the deployment's shard count (the same
+//! on every controller). `service = "shardkv"` runs a member of a replica group; the
 //! peers are the group's other members, and it needs:
 //!
 //! ```toml
@@ -159,6 +160,21 @@ impl Default for KvSection {
     }
 }
 
+/// `[shardctrler]`: settings of a shard controller replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtrlSection {
+    /// Shards of the deployment (default 10). Every controller replica must
+    /// have the same count; the groups and clients learn it from the
+    /// configurations.
+    #[serde(default = "default_shards")]
+    pub shards: usize,
+}
+
+fn default_shards() -> usize {
+    shardctrler::NSHARDS
+}
+
 /// `[shardkv]`: which replica group this node belongs to and where the
 /// controllers are.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +216,9 @@ pub struct NodeConfig {
     /// Also holds `max_raft_state_bytes` for the shardctrler and shardkv services.
     #[serde(default)]
     pub kv: KvSection,
+    /// Optional for `service = "shardctrler"`, refused otherwise.
+    #[serde(default)]
+    pub shardctrler: Option<CtrlSection>,
     /// Required for `service = "shardkv"`, refused otherwise.
     #[serde(default)]
     pub shardkv: Option<ShardKvSection>,
@@ -313,6 +332,21 @@ impl NodeConfig {
             }
             (_, None) => {}
         }
+        match (&self.service, &self.shardctrler) {
+            (Service::Shardctrler, Some(section)) if !(1..=4096).contains(&section.shards) => {
+                return bad(
+                    "shardctrler.shards",
+                    format!("{} is outside 1..=4096", section.shards),
+                )
+            }
+            (Service::Shardctrler, _) | (_, None) => {}
+            (_, Some(_)) => {
+                return bad(
+                    "shardctrler",
+                    "only a node with service = \"shardctrler\" takes this section".into(),
+                )
+            }
+        }
         if let Some(0) = self.kv.max_raft_state_bytes {
             return bad(
                 "kv.max_raft_state_bytes",
@@ -353,6 +387,10 @@ impl NodeConfig {
         shardctrler::server::ServerConfig {
             max_raft_state_bytes: self.kv.max_raft_state_bytes,
             pending_timeout_ticks: (2000 / self.raft.tick_ms).max(1),
+            shards: self
+                .shardctrler
+                .as_ref()
+                .map_or(shardctrler::NSHARDS, |s| s.shards),
             ..shardctrler::server::ServerConfig::default()
         }
     }
@@ -460,6 +498,19 @@ addr = "127.0.0.1:7002"
         let zero = format!("{shardkv}{}", section.replace("gid = 7", "gid = 0"));
         assert!(
             error_of(&zero).contains("shardkv.gid"),
+            "{}",
+            error_of(&zero)
+        );
+        let ctrl = GOOD.replace("service = \"kv\"", "service = \"shardctrler\"");
+        let config = NodeConfig::parse(
+            &format!("{ctrl}\n[shardctrler]\nshards = 4\n"),
+            Path::new("n"),
+        )
+        .unwrap();
+        assert_eq!(config.ctrl_server_config().shards, 4);
+        let zero = format!("{ctrl}\n[shardctrler]\nshards = 0\n");
+        assert!(
+            error_of(&zero).contains("shardctrler.shards"),
             "{}",
             error_of(&zero)
         );

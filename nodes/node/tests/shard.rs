@@ -19,7 +19,7 @@ use node::config::PeerConfig;
 use node::shard_client::{CtrlClient, ShardClientConfig, ShardKvClient};
 use node::ClusterFile;
 use serde_json::json;
-use shardctrler::{key_to_shard, Gid};
+use shardctrler::{key_to_shard_of, Gid};
 
 /// One `node` process of the deployment.
 struct Proc {
@@ -53,7 +53,7 @@ const RAFT: &str = "[raft]\ntick_ms = 10\nelection_timeout_ticks_min = 30\n\
 impl ShardCluster {
     /// Writes certificates and configs; starts nothing. `mutated` groups run
     /// with `unsafe_keep_serving`.
-    fn new(gids: &[Gid], mutated: &[Gid]) -> ShardCluster {
+    fn new(gids: &[Gid], mutated: &[Gid], shards: usize) -> ShardCluster {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let mut members: Vec<(Option<Gid>, u64, String)> =
@@ -116,6 +116,9 @@ impl ShardCluster {
             }
             text.push_str(RAFT);
             text.push_str("[kv]\nmax_raft_state_bytes = 65536\n");
+            if gid.is_none() {
+                text.push_str(&format!("[shardctrler]\nshards = {shards}\n"));
+            }
             if let Some(gid) = gid {
                 text.push_str(&format!(
                     "[shardkv]\ngid = {gid}\npoll_ms = 100\nunsafe_keep_serving = {}\n",
@@ -269,19 +272,26 @@ fn client_config() -> ShardClientConfig {
     }
 }
 
-/// A key whose shard is `shard` (keys map by their first byte).
+/// A key whose shard is `shard` of the default count (keys map by their first byte).
 fn key_in(shard: usize, suffix: &str) -> String {
+    key_in_of(shard, shardctrler::NSHARDS, suffix)
+}
+
+/// A key whose shard is `shard` of `count`.
+fn key_in_of(shard: usize, count: usize, suffix: &str) -> String {
     let first = (b'a'..=b'z')
-        .find(|b| usize::from(*b) % shardctrler::NSHARDS == shard)
+        .find(|b| usize::from(*b) % count == shard)
         .unwrap();
     let key = format!("{}{suffix}", first as char);
-    assert_eq!(key_to_shard(&key), shard);
+    assert_eq!(key_to_shard_of(&key, count), shard);
     key
 }
 
 #[test]
 fn groups_join_serve_move_and_leave() {
-    let mut cluster = ShardCluster::new(&[1, 2], &[]);
+    // A deployment with 6 shards rather than the default 10.
+    const SHARDS: usize = 6;
+    let mut cluster = ShardCluster::new(&[1, 2], &[], SHARDS);
     cluster.start_all();
     let rt = runtime();
     rt.block_on(async {
@@ -291,14 +301,15 @@ fn groups_join_serve_move_and_leave() {
         assert_eq!(config.num, 0);
         admin.join(cluster.join_arg(&[1])).await.expect("join 1");
         let mut client = ShardKvClient::from_connection(&connection, 100, client_config());
-        let keys: Vec<String> = (0..shardctrler::NSHARDS).map(|s| key_in(s, "x")).collect();
+        let keys: Vec<String> = (0..SHARDS).map(|s| key_in_of(s, SHARDS, "x")).collect();
         for key in &keys {
             let outcome = client.put(key, &format!("{key}-1")).await;
             assert_eq!(outcome, Outcome::Ok(OpResult::Done), "put {key}");
         }
         admin.join(cluster.join_arg(&[2])).await.expect("join 2");
         let config = admin.query(None).await.unwrap();
-        assert_eq!(config.shards_of(2).len(), 5, "{config:?}");
+        assert_eq!(config.shards.len(), SHARDS);
+        assert_eq!(config.shards_of(2).len(), SHARDS / 2, "{config:?}");
         for key in &keys {
             let outcome = client.append(key, "+2").await;
             assert_eq!(outcome, Outcome::Ok(OpResult::Done), "append {key}");
@@ -336,7 +347,7 @@ fn groups_join_serve_move_and_leave() {
             String::from_utf8_lossy(&output.stdout).trim().to_string(),
         )
     };
-    let key = key_in(4, "cli");
+    let key = key_in_of(4, SHARDS, "cli");
     assert_eq!(shardctl(&["put", &key, "from-cli"]).0, Some(0));
     assert_eq!(shardctl(&["get", &key]), (Some(0), "from-cli".to_string()));
     let (code, query) = shardctl(&["query"]);
@@ -487,7 +498,7 @@ fn seed() -> u64 {
 #[test]
 fn reconfigurations_and_a_group_leader_kill_keep_every_write_and_linearizability() {
     let seed = seed();
-    let mut cluster = ShardCluster::new(&[1, 2], &[]);
+    let mut cluster = ShardCluster::new(&[1, 2], &[], shardctrler::NSHARDS);
     cluster.start_all();
     let rt = runtime();
     let recorder = Recorder::new();
@@ -566,7 +577,7 @@ fn keep_serving_a_handed_over_shard_is_caught() {
     // read values it has since changed: a lost write or a non-linearizable
     // history. Shards move back and forth under load; a few rounds.
     let seed = seed();
-    let mut cluster = ShardCluster::new(&[1, 2], &[1, 2]);
+    let mut cluster = ShardCluster::new(&[1, 2], &[1, 2], shardctrler::NSHARDS);
     cluster.start_all();
     let rt = runtime();
     let keys: Vec<String> = [2, 7].iter().map(|s| key_in(*s, "m")).collect();

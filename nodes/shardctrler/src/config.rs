@@ -17,15 +17,22 @@ pub type Gid = u64;
 /// Shard number, `0..NSHARDS`.
 pub type ShardId = usize;
 
-/// Number of shards (the lab's NShards).
+/// Number of shards (the lab's NShards): the default; a deployment may
+/// choose another count when its controller starts ([`Config::empty`]).
 pub const NSHARDS: usize = 10;
 
 /// The shard a key belongs to: its first byte modulo [`NSHARDS`], as in the
 /// lab's `key2shard` (the empty key is shard 0).
 pub fn key_to_shard(key: &str) -> ShardId {
+    key_to_shard_of(key, NSHARDS)
+}
+
+/// The shard a key belongs to among `shard_count` shards (first byte modulo
+/// the count; shard 0 for the empty key or a count of 0).
+pub fn key_to_shard_of(key: &str, shard_count: usize) -> ShardId {
     key.as_bytes()
         .first()
-        .map_or(0, |byte| usize::from(*byte) % NSHARDS)
+        .map_or(0, |byte| usize::from(*byte) % shard_count.max(1))
 }
 
 /// One numbered configuration.
@@ -49,6 +56,20 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Configuration 0 of a deployment with `shard_count` shards (at least 1).
+    pub fn empty(shard_count: usize) -> Self {
+        Self {
+            num: 0,
+            shards: vec![0; shard_count.max(1)],
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// The shard `key` belongs to in this configuration's shard count.
+    pub fn shard_of(&self, key: &str) -> ShardId {
+        key_to_shard_of(key, self.shards.len())
+    }
+
     /// The owner of `shard` (0 if out of range or unassigned).
     pub fn owner(&self, shard: ShardId) -> Gid {
         self.shards.get(shard).copied().unwrap_or(0)
@@ -198,6 +219,15 @@ mod tests {
         let after = rebalance(&[1; NSHARDS], &set(&gids));
         assert_balanced(&after, &set(&gids));
         assert_eq!(after.iter().collect::<BTreeSet<_>>().len(), NSHARDS);
+    }
+
+    #[test]
+    fn a_configuration_maps_keys_by_its_own_shard_count() {
+        let config = Config::empty(4);
+        assert_eq!(config.shards.len(), 4);
+        assert_eq!(config.shard_of("a"), usize::from(b'a') % 4);
+        assert_eq!(Config::default().shard_of("a"), key_to_shard("a"));
+        assert_eq!(Config::empty(0).shards.len(), 1);
     }
 
     #[test]

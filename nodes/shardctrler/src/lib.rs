@@ -19,7 +19,7 @@ pub mod config;
 pub mod server;
 pub mod state_machine;
 
-pub use config::{key_to_shard, rebalance, Config, Gid, ShardId, NSHARDS};
+pub use config::{key_to_shard, key_to_shard_of, rebalance, Config, Gid, ShardId, NSHARDS};
 pub use server::{CtrlRequest, CtrlResponse, CtrlServer};
 pub use state_machine::{
     ApplyOutcome, ClientId, CtrlCommand, CtrlOp, CtrlResult, DecodeError, Seq, ShardCtrler,

@@ -53,11 +53,14 @@ pub struct ServerConfig {
     /// A pending request is answered `Timeout` after this many ticks.
     pub pending_timeout_ticks: u64,
     pub max_pending_requests: usize,
+    /// Shards of the deployment (configuration 0's size).
+    pub shards: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
+            shards: crate::NSHARDS,
             max_raft_state_bytes: None,
             pending_timeout_ticks: 100,
             max_pending_requests: 10_000,
@@ -103,8 +106,8 @@ pub struct CtrlServer {
 impl CtrlServer {
     pub fn new(config: ServerConfig) -> Self {
         Self {
+            state: ShardCtrler::with_shards(config.shards),
             config,
-            state: ShardCtrler::new(),
             now_ticks: 0,
             pending: BTreeMap::new(),
             replies: Vec::new(),

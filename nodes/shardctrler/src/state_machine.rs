@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use raft::Index;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{rebalance, Config, Gid, ShardId, NSHARDS};
+use crate::config::{rebalance, Config, Gid, ShardId};
 
 /// A client's identity, unique across the cluster's lifetime.
 pub type ClientId = u64;
@@ -144,6 +144,15 @@ impl ShardCtrler {
         Self::default()
     }
 
+    /// A controller whose deployment has `shard_count` shards (not the
+    /// default [`crate::NSHARDS`]).
+    pub fn with_shards(shard_count: usize) -> Self {
+        Self {
+            configs: vec![Config::empty(shard_count)],
+            ..Self::default()
+        }
+    }
+
     pub fn latest(&self) -> &Config {
         // Never empty: starts with configuration 0 and only grows.
         &self.configs[self.configs.len() - 1]
@@ -243,8 +252,9 @@ impl ShardCtrler {
                 }
             }
             CtrlOp::Move { shard, gid } => {
-                if *shard >= NSHARDS {
-                    return Err(format!("shard {shard} out of range 0..{NSHARDS}"));
+                let count = next.shards.len();
+                if *shard >= count {
+                    return Err(format!("shard {shard} out of range 0..{count}"));
                 }
                 if !next.groups.contains_key(gid) {
                     return Err(format!("move to gid {gid}, which has not joined"));
@@ -281,6 +291,7 @@ impl ShardCtrler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::NSHARDS;
 
     fn cmd(client_id: ClientId, seq: Seq, op: CtrlOp) -> CtrlCommand {
         CtrlCommand { client_id, seq, op }

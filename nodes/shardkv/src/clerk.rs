@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use kv::{ClientId, Op, OpResult, Seq};
-use shardctrler::{key_to_shard, Config, Gid};
+use shardctrler::{Config, Gid};
 
 use crate::command::{ShardKvRequest, ShardKvResponse};
 
@@ -99,7 +99,7 @@ impl ShardClerk {
         };
         self.attempt += 1;
         let attempt = self.attempt;
-        let gid = self.config.owner(key_to_shard(op.key()));
+        let gid = self.config.owner(self.config.shard_of(op.key()));
         let servers = self.config.groups.get(&gid).filter(|s| !s.is_empty());
         let Some(servers) = servers.filter(|_| gid != 0) else {
             return ClerkAction::QueryConfig { attempt };
@@ -125,7 +125,7 @@ impl ShardClerk {
 
     fn skip_server(&mut self) {
         if let Some(op) = &self.current {
-            let gid = self.config.owner(key_to_shard(op.key()));
+            let gid = self.config.owner(self.config.shard_of(op.key()));
             *self.next_server.entry(gid).or_insert(0) += 1;
         }
     }

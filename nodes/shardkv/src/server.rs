@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use kv::server::{Consensus, Refusal, RequestId, TakenSnapshot};
 use kv::{ClientId, Seq};
 use raft::{Entry, Index, NodeId, Snapshot, Term};
-use shardctrler::{key_to_shard, Config, Gid, ShardId};
+use shardctrler::{Config, Gid, ShardId};
 
 use crate::command::{
     DeleteReply, DeleteRequest, GroupCommand, PullReply, PullRequest, ShardKvRequest,
@@ -195,7 +195,10 @@ impl ShardKvServer {
             return;
         }
         // Early refusal only; the authoritative check is at apply time.
-        if !self.state.can_serve(key_to_shard(request.op.key())) {
+        if !self
+            .state
+            .can_serve(self.state.config().shard_of(request.op.key()))
+        {
             self.reply(request_id, ShardKvResponse::WrongGroup);
             return;
         }

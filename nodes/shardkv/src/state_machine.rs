@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use kv::{Op, OpResult};
 use raft::Index;
 use serde::{Deserialize, Serialize};
-use shardctrler::{key_to_shard, Config, Gid, ShardId, NSHARDS};
+use shardctrler::{Config, Gid, ShardId};
 
 use crate::command::{decode, encode, DecodeError, GroupCommand, ShardData};
 
@@ -149,7 +149,7 @@ impl ShardKvState {
 
     /// Value of `key` if its shard is held (tests and local inspection).
     pub fn read(&self, key: &str) -> Option<&str> {
-        let shard = self.shards.get(&key_to_shard(key))?;
+        let shard = self.shards.get(&self.config.shard_of(key))?;
         shard.data.kv.get(key).map(String::as_str)
     }
 
@@ -218,7 +218,7 @@ impl ShardKvState {
     }
 
     fn apply_client(&mut self, client_id: kv::ClientId, seq: kv::Seq, op: &Op) -> ApplyResult {
-        let shard_id = key_to_shard(op.key());
+        let shard_id = self.config.shard_of(op.key());
         if !self.can_serve(shard_id) {
             return ApplyResult::WrongGroup;
         }
@@ -255,10 +255,17 @@ impl ShardKvState {
     /// Moves to `next` if it is the successor of the current configuration
     /// and every shard is settled; marks what is gained and lost.
     fn apply_config(&mut self, next: &Config) -> bool {
-        if next.num != self.config.num + 1 || !self.settled() || next.shards.len() != NSHARDS {
+        // The shard count is fixed from configuration 1 on (configuration 0
+        // is the empty default, whatever count the deployment chose).
+        let count_ok = if self.config.num == 0 {
+            !next.shards.is_empty()
+        } else {
+            next.shards.len() == self.config.shards.len()
+        };
+        if next.num != self.config.num + 1 || !self.settled() || !count_ok {
             return false;
         }
-        for shard in 0..NSHARDS {
+        for shard in 0..next.shards.len() {
             let before = self.config.owner(shard);
             let after = next.owner(shard);
             if after == self.gid && before != self.gid {

@@ -1,4 +1,5 @@
 use super::*;
+use shardctrler::NSHARDS;
 use std::collections::BTreeMap;
 
 fn config(num: u64, shards: &[Gid]) -> Config {
@@ -195,4 +196,26 @@ fn cas_is_not_offered() {
         },
     };
     assert_eq!(one.apply(&cas), ApplyResult::Unsupported);
+}
+
+#[test]
+fn a_deployment_with_another_shard_count_maps_keys_by_it() {
+    let mut state = ShardKvState::new(1);
+    let four = Config {
+        num: 1,
+        shards: vec![1, 1, 2, 2],
+        groups: [(1, vec!["g1".to_string()]), (2, vec!["g2".to_string()])]
+            .into_iter()
+            .collect(),
+    };
+    assert!(state.apply_config(&four));
+    // 'a' is 97: shard 1 of 4 (group 1), shard 7 of 10.
+    assert!(state.can_serve(state.config().shard_of("a")));
+    // 'b' is 98: shard 2 of 4, group 2's.
+    assert!(!state.can_serve(state.config().shard_of("b")));
+    // The count cannot change after configuration 1.
+    let mut ten = four.clone();
+    ten.num = 2;
+    ten.shards = vec![1; NSHARDS];
+    assert!(!state.apply_config(&ten));
 }
