@@ -12,19 +12,20 @@ use std::time::{Duration, Instant};
 
 use mapreduce::app::{self, AppOptions};
 use mapreduce::net::CoordinatorAddress;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::check::{self, EarlyExitCheck, OutputCheck};
+use super::check;
 use super::deploy::{self, JobSettings};
+use super::faults::{ActiveFault, FaultStart};
 use super::monitor::{Monitor, Sample};
 use super::plan::{MrFault, Plan};
-use super::report;
+use super::verdict::{write_outputs, Verdicts};
 use super::{MrError, MrEvent, MrOptions, MrOutcome};
 use crate::cluster::local::{LocalCluster, LocalOptions};
 use crate::cluster::{Cluster, Node};
 use crate::daemon::{self, DaemonSpec, ProcessState};
 use crate::history::TestClock;
-use crate::nemesis::{apply, grudge};
+use crate::nemesis::apply;
 use crate::results::RunDir;
 use crate::ssh::Remote as _;
 
@@ -37,42 +38,31 @@ const WORKERS_STARTED_MAX: usize = 500;
 
 /// A worker process we started.
 #[derive(Debug, Clone)]
-struct WorkerProc {
-    node: Node,
-    spec: DaemonSpec,
-    pid: u32,
+pub(super) struct WorkerProc {
+    pub(super) node: Node,
+    pub(super) spec: DaemonSpec,
+    pub(super) pid: u32,
     /// How it ended: `job-done`, `crashed`, `error`, `killed`, `vanished`, `stopped`.
-    end: Option<String>,
-    ended: Option<u64>,
-    paused: bool,
-}
-
-/// A lasting fault in effect, undone at `until`.
-#[derive(Debug, Clone)]
-struct ActiveFault {
-    fault: MrFault,
-    /// The worker number or replica index it hit.
-    target: String,
-    node: Node,
-    until: Instant,
-    started_event: usize,
+    pub(super) end: Option<String>,
+    pub(super) ended: Option<u64>,
+    pub(super) paused: bool,
 }
 
 /// Everything the run keeps while it drives the job.
-struct Run<'a> {
-    options: &'a MrOptions,
-    cluster: &'a dyn Cluster,
-    clock: TestClock,
-    job: JobSettings,
-    addresses: Vec<CoordinatorAddress>,
-    replica_specs: Vec<(Node, DaemonSpec)>,
-    workers: Vec<WorkerProc>,
-    events: Vec<MrEvent>,
-    events_file: Option<File>,
-    errors: Vec<String>,
-    plan: Plan,
+pub(super) struct Run<'a> {
+    pub(super) options: &'a MrOptions,
+    pub(super) cluster: &'a dyn Cluster,
+    pub(super) clock: TestClock,
+    pub(super) job: JobSettings,
+    pub(super) addresses: Vec<CoordinatorAddress>,
+    pub(super) replica_specs: Vec<(Node, DaemonSpec)>,
+    pub(super) workers: Vec<WorkerProc>,
+    pub(super) events: Vec<MrEvent>,
+    pub(super) events_file: Option<File>,
+    pub(super) errors: Vec<String>,
+    pub(super) plan: Plan,
     /// (worker, output digest) when the first worker exited by itself.
-    first_exit: Option<(String, String)>,
+    pub(super) first_exit: Option<(String, String)>,
 }
 
 /// Runs the whole test. Errors are setup failures (nothing was checked); a run that checked
@@ -234,12 +224,12 @@ fn prepare_inputs(
 }
 
 impl Run<'_> {
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.clock.now_ns()
     }
 
     /// Appends an event (and writes it to `events.jsonl` at once); returns its index.
-    fn record(&mut self, event: MrEvent) -> usize {
+    pub(super) fn record(&mut self, event: MrEvent) -> usize {
         if let Some(file) = &mut self.events_file {
             if let Ok(line) = serde_json::to_string(&event) {
                 let _ = writeln!(file, "{line}");
@@ -347,7 +337,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn start_worker(&mut self, replaces: Option<&str>) -> Result<(), String> {
+    pub(super) fn start_worker(&mut self, replaces: Option<&str>) -> Result<(), String> {
         let number = self.workers.len() + 1;
         if number > WORKERS_STARTED_MAX {
             return Err(format!("{WORKERS_STARTED_MAX} workers started already"));
@@ -479,190 +469,6 @@ impl Run<'_> {
             self.stop_fault(&fault);
         }
         job_time
-    }
-
-    /// Applies `fault` now. Lasting faults come back to be stopped.
-    fn start_fault(&mut self, fault: MrFault, monitor: &Monitor) -> FaultStart {
-        let time = self.now();
-        let ssh = self.cluster.ssh();
-        let mut event = MrEvent::new(time, "nemesis", "start");
-        event.fault = Some(fault);
-        let until = Instant::now() + self.options.fault_duration;
-        let (target, node, result) = match fault {
-            MrFault::KillWorker | MrFault::PauseWorker => {
-                let live: Vec<usize> = self
-                    .workers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| w.end.is_none() && !w.paused)
-                    .map(|(i, _)| i)
-                    .collect();
-                let Some(&index) = self.plan.pick(&live) else {
-                    return FaultStart::NoTarget;
-                };
-                let worker = self.workers[index].clone();
-                event.process = Some(worker.spec.name.clone());
-                event.node = Some(worker.node.name.clone());
-                event.pid = Some(worker.pid);
-                let result = if fault == MrFault::KillWorker {
-                    daemon::kill(ssh, &worker.node, &worker.spec).map(|_| ())
-                } else {
-                    daemon::pause(ssh, &worker.node, &worker.spec).map(|_| ())
-                };
-                if result.is_ok() {
-                    if fault == MrFault::KillWorker {
-                        self.workers[index].end = Some("killed".into());
-                        self.workers[index].ended = Some(self.now());
-                    } else {
-                        self.workers[index].paused = true;
-                    }
-                }
-                (
-                    index.to_string(),
-                    worker.node,
-                    result.map_err(|e| e.to_string()),
-                )
-            }
-            MrFault::KillLeader | MrFault::PauseLeader | MrFault::PartitionLeader => {
-                let Some(leader) = monitor.leader() else {
-                    return FaultStart::NoTarget;
-                };
-                let Some(index) = self.addresses.iter().position(|a| a.name == leader) else {
-                    return FaultStart::NoTarget;
-                };
-                let (node, spec) = self.replica_specs[index].clone();
-                event.process = Some(spec.name.clone());
-                event.node = Some(node.name.clone());
-                event.detail = Some(format!("leader {leader}"));
-                let result = match fault {
-                    MrFault::KillLeader => daemon::kill(ssh, &node, &spec).map(|pid| {
-                        event.pid = pid;
-                    }),
-                    MrFault::PauseLeader => daemon::pause(ssh, &node, &spec).map(|pid| {
-                        event.pid = Some(pid);
-                    }),
-                    _ => Ok(()),
-                }
-                .map_err(|e| e.to_string());
-                let result = if fault == MrFault::PartitionLeader {
-                    self.partition_isolating(&node)
-                } else {
-                    result
-                };
-                (index.to_string(), node, result)
-            }
-        };
-        event.end_time = self.now();
-        if let Err(error) = &result {
-            event.error = Some(error.clone());
-            self.errors.push(format!("{}: {error}", fault.name()));
-        }
-        let started_event = self.record(event);
-        if fault == MrFault::KillWorker && result.is_ok() {
-            let name = target
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| self.workers.get(i))
-                .map(|w| w.spec.name.clone());
-            if let Err(e) = self.start_worker(name.as_deref()) {
-                self.errors
-                    .push(format!("starting a replacement worker: {e}"));
-            }
-        }
-        if fault.lasts() && result.is_ok() {
-            FaultStart::Done(Some(ActiveFault {
-                fault,
-                target,
-                node,
-                until,
-                started_event,
-            }))
-        } else {
-            FaultStart::Done(None)
-        }
-    }
-
-    /// Cuts `node` off from every other node (both directions), through our iptables chain.
-    fn partition_isolating(&self, node: &Node) -> Result<(), String> {
-        let nodes = self.cluster.nodes();
-        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-        let grudge = grudge::isolate(&names, &node.name);
-        for each in nodes {
-            let drops = apply::drops_for(nodes, &grudge, each).map_err(|e| e.to_string())?;
-            self.cluster
-                .ssh()
-                .exec(each, &apply::drop_from_script(&drops))
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    fn stop_fault(&mut self, active: &ActiveFault) {
-        let time = self.now();
-        let ssh = self.cluster.ssh();
-        let mut event = MrEvent::new(time, "nemesis", "stop");
-        event.fault = Some(active.fault);
-        event.node = Some(active.node.name.clone());
-        let result: Result<(), String> = match active.fault {
-            MrFault::KillWorker => Ok(()),
-            MrFault::PauseWorker => {
-                let index = active.target.parse::<usize>().unwrap_or(usize::MAX);
-                match self.workers.get(index).cloned() {
-                    Some(worker) => {
-                        event.process = Some(worker.spec.name.clone());
-                        self.workers[index].paused = false;
-                        daemon::resume(ssh, &worker.node, &worker.spec)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    }
-                    None => Ok(()),
-                }
-            }
-            MrFault::KillLeader | MrFault::PauseLeader => {
-                let index = active.target.parse::<usize>().unwrap_or(usize::MAX);
-                match self.replica_specs.get(index).cloned() {
-                    Some((node, spec)) => {
-                        event.process = Some(spec.name.clone());
-                        if active.fault == MrFault::KillLeader {
-                            daemon::start(ssh, &node, &spec).map(|pid| {
-                                event.pid = Some(pid);
-                                event.detail = Some("restarted from its WAL".into());
-                            })
-                        } else {
-                            daemon::resume(ssh, &node, &spec).map(|_| ())
-                        }
-                        .map_err(|e| e.to_string())
-                    }
-                    None => Ok(()),
-                }
-            }
-            MrFault::PartitionLeader => self.heal_partitions(),
-        };
-        event.end_time = self.now();
-        if let Err(error) = &result {
-            event.error = Some(error.clone());
-            self.errors
-                .push(format!("undoing {}: {error}", active.fault.name()));
-        }
-        if let Some(started) = self.events.get_mut(active.started_event) {
-            started.detail = Some(format!(
-                "{}{}lasted {:.2} s",
-                started.detail.clone().unwrap_or_default(),
-                if started.detail.is_some() { "; " } else { "" },
-                (time.saturating_sub(started.time)) as f64 / 1e9
-            ));
-        }
-        self.record(event);
-    }
-
-    fn heal_partitions(&self) -> Result<(), String> {
-        for node in self.cluster.nodes() {
-            self.cluster
-                .ssh()
-                .exec(node, &apply::heal_script())
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
     }
 
     /// Notes workers that ended, replaces crashed ones while the job runs, and takes the
@@ -854,190 +660,4 @@ impl Run<'_> {
 
 fn far_future(now: Instant) -> Instant {
     now + Duration::from_secs(365 * 24 * 3600)
-}
-
-enum FaultStart {
-    Done(Option<ActiveFault>),
-    NoTarget,
-}
-
-/// The run's verdicts.
-struct Verdicts {
-    output: Option<OutputCheck>,
-    early_exit: EarlyExitCheck,
-    /// Workers that had to be stopped because they never exited.
-    not_exited: Vec<String>,
-    /// Fault name -> times it was applied without error.
-    faults_applied: Vec<(String, usize)>,
-    faults_missing: Vec<String>,
-    job_time: Option<Duration>,
-}
-
-impl Verdicts {
-    fn new(
-        options: &MrOptions,
-        expected: &[String],
-        output: Option<(Vec<String>, Option<String>)>,
-        first_exit: Option<(String, String)>,
-        events: &[MrEvent],
-        job_time: Option<Duration>,
-    ) -> Verdicts {
-        let (lines, digest_at_end) = match output {
-            Some((lines, digest)) => (Some(lines), digest),
-            None => (None, None),
-        };
-        let first_worker = events
-            .iter()
-            .find(|e| {
-                e.kind == "worker" && e.phase == "exit" && e.detail.as_deref() == Some("job-done")
-            })
-            .and_then(|e| e.process.clone());
-        let early_exit = check::early_exit(
-            first_worker.as_deref(),
-            first_exit
-                .as_ref()
-                .filter(|(worker, _)| Some(worker) == first_worker.as_ref())
-                .map(|(_, digest)| digest.as_str()),
-            digest_at_end.as_deref(),
-        );
-        let not_exited = events
-            .iter()
-            .filter(|e| {
-                e.kind == "worker"
-                    && e.detail
-                        .as_deref()
-                        .is_some_and(|d| d.starts_with("stopped by control"))
-            })
-            .filter_map(|e| e.process.clone())
-            .collect();
-        let faults_applied: Vec<(String, usize)> = options
-            .faults
-            .iter()
-            .map(|fault| {
-                let count = events
-                    .iter()
-                    .filter(|e| {
-                        e.kind == "nemesis"
-                            && e.phase == "start"
-                            && e.fault == Some(*fault)
-                            && e.error.is_none()
-                    })
-                    .count();
-                (fault.name().to_string(), count)
-            })
-            .collect();
-        let faults_missing = faults_applied
-            .iter()
-            .filter(|(_, n)| *n == 0)
-            .map(|(name, _)| name.clone())
-            .collect();
-        Verdicts {
-            output: lines.map(|lines| check::compare_output(expected, &lines)),
-            early_exit,
-            not_exited,
-            faults_applied,
-            faults_missing,
-            job_time,
-        }
-    }
-
-    fn failed(&self) -> Vec<String> {
-        let mut failed = Vec::new();
-        if !self.output.as_ref().is_some_and(|o| o.valid) {
-            failed.push("output".to_string());
-        }
-        if !self.early_exit.valid {
-            failed.push("early-exit".into());
-        }
-        if !self.not_exited.is_empty() {
-            failed.push("workers-exit".into());
-        }
-        if !self.faults_missing.is_empty() {
-            failed.push("faults-happened".into());
-        }
-        if self.job_time.is_none() {
-            failed.push("job-done".into());
-        }
-        failed
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "output": self.output,
-            "early_exit": self.early_exit,
-            "workers_exit": {
-                "valid": self.not_exited.is_empty(),
-                "not_exited": self.not_exited,
-            },
-            "faults_happened": {
-                "valid": self.faults_missing.is_empty(),
-                "applied": self.faults_applied.iter().map(|(n, c)| (n.clone(), json!(c))).collect::<serde_json::Map<String, Value>>(),
-                "missing": self.faults_missing,
-            },
-            "job_done": {
-                "valid": self.job_time.is_some(),
-                "seconds": self.job_time.map(|t| t.as_secs_f64()),
-            },
-        })
-    }
-}
-
-fn write_outputs(
-    run_dir: &RunDir,
-    options: &MrOptions,
-    samples: &[Sample],
-    events: &[MrEvent],
-    verdicts: &Verdicts,
-    errors: &[String],
-) -> Result<(), MrError> {
-    let progress_path = run_dir.path.join("progress.jsonl");
-    let progress: String = samples
-        .iter()
-        .filter_map(|s| serde_json::to_string(s).ok())
-        .map(|l| l + "\n")
-        .collect();
-    if let Err(e) = fs::write(&progress_path, progress) {
-        eprintln!("control: writing {}: {e}", progress_path.display());
-    }
-    let failed = verdicts.failed();
-    let valid = failed.is_empty() && errors.is_empty();
-    let nemesis: Vec<&MrEvent> = events.iter().filter(|e| e.kind == "nemesis").collect();
-    let info = json!({
-        "test": options.name,
-        "app": options.app,
-        "nodes": options.nodes,
-        "replicas": options.replicas,
-        "workers": options.workers,
-        "input_files": options.input_files,
-        "input_bytes_per_file": options.input_bytes_per_file,
-        "n_reduce": options.n_reduce,
-        "task_timeout_ms": millis(options.task_timeout),
-        "task_delay_ms": millis(options.task_delay),
-        "faults": options.faults.iter().map(|f| f.name()).collect::<Vec<_>>(),
-        "fault_interval_ms": millis(options.fault_interval),
-        "fault_duration_ms": millis(options.fault_duration),
-        "seed": options.seed,
-    });
-    let results = json!({
-        "valid": valid,
-        "failed_checks": failed,
-        "checks": verdicts.json(),
-        "run": info,
-        "job_seconds": verdicts.job_time.map(|t| t.as_secs_f64()),
-        "workers_started": events.iter().filter(|e| e.kind == "worker" && e.phase == "start").count(),
-        "leader_elections": events.iter().filter(|e| e.kind == "leader").count(),
-        "nemesis": nemesis,
-        "errors": errors,
-    });
-    run_dir.write_results(&results)?;
-    let html = report::render(&report::ReportInput {
-        title: &options.name,
-        results: &results,
-        samples,
-        events,
-    });
-    let path = run_dir.path.join("report.html");
-    fs::write(&path, html)
-        .map_err(|e| MrError::Setup(format!("writing {}: {e}", path.display())))?;
-    Ok(())
 }

@@ -25,9 +25,11 @@
 pub mod check;
 pub mod deploy;
 pub mod driver;
+mod faults;
 pub mod monitor;
 pub mod plan;
 pub mod report;
+mod verdict;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

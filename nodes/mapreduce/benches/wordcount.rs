@@ -46,6 +46,15 @@ fn sorted_lines(dir: &Path, prefix: &str) -> Vec<String> {
     lines
 }
 
+/// The 1-minute load average: on a shared machine other tenants' work shows here, and a
+/// worker that gets half a core cannot show a speed-up.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn main() {
     let megabytes = env_u64("MR_BENCH_MB", 100);
     let files = env_u64("MR_BENCH_FILES", 8);
@@ -75,8 +84,9 @@ fn main() {
 
     let mut args = vec!["sequential".to_string(), "--app=wc".into()];
     args.extend(names.iter().cloned());
+    let load = load_average();
     let sequential_s = timed(path, &args);
-    println!("sequential                          {sequential_s:8.3} s");
+    println!("sequential                          {sequential_s:8.3} s  load before {load}");
     let mut expected: Vec<String> = std::fs::read_to_string(path.join("mr-correct.txt"))
         .unwrap()
         .lines()
@@ -100,6 +110,7 @@ fn main() {
             format!("--replicas={replicas}"),
         ];
         args.extend(names.iter().cloned());
+        let load = load_average();
         // The job's time as `run` reports it: workers started to all workers
         // exited (excludes certificate generation and the replicas' linger).
         let output = Command::new(BIN)
@@ -125,7 +136,7 @@ fn main() {
             "output differs from sequential"
         );
         println!(
-            "{workers} worker(s), {} coordinator {seconds:8.3} s  ({:.2}x sequential)",
+            "{workers} worker(s), {} coordinator {seconds:8.3} s  ({:.2}x sequential)  load before {load}",
             if replicas == 0 {
                 "single    ".to_string()
             } else {
@@ -133,5 +144,10 @@ fn main() {
             },
             seconds / sequential_s
         );
+        // Where each worker's time went (its own stats line, via `run`): CPU near 100% of
+        // wall means compute-bound; far below means it waited (for a core, the disk, tasks).
+        for line in stderr.lines().filter(|l| l.starts_with("worker ")) {
+            println!("    {line}");
+        }
     }
 }

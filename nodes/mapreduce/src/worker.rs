@@ -7,7 +7,7 @@
 //! [`CoordinatorLink`], so the same loop runs in-process (tests) and over
 //! QUIC (worker processes).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -195,15 +195,26 @@ pub fn run_reduce(
 }
 
 /// Groups pairs by key (sorted) and reduces each group.
+///
+/// Grouping hashes each key once and sorts only the distinct keys: with a
+/// `BTreeMap` every one of the millions of pairs paid ~15 key comparisons
+/// plus a free of its key, which was half of a word count's CPU time.
 pub fn reduce_sorted(
     app: &dyn Application,
     context: &AppContext,
     pairs: Vec<KeyValue>,
 ) -> Result<Vec<(String, String)>, AppFault> {
-    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut groups: HashMap<String, Vec<String>> = HashMap::new();
     for pair in pairs {
-        groups.entry(pair.key).or_default().push(pair.value);
+        match groups.get_mut(pair.key.as_str()) {
+            Some(values) => values.push(pair.value),
+            None => {
+                groups.insert(pair.key, vec![pair.value]);
+            }
+        }
     }
+    let mut groups: Vec<(String, Vec<String>)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     groups
         .into_iter()
         .map(|(key, values)| {
