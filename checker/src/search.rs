@@ -779,7 +779,7 @@ fn search_prepared<M: Model>(
     // in plain call order every node first retries every old pending op that
     // never happened (etcd_002: 144 ms in porcupine, ~35 us here).
     // The candidates of every open node, and per node (start, cursor) into it.
-    let mut candidates: Vec<u32> = Vec::with_capacity(4 * ops.len().min(1 << 16));
+    let mut candidates: Vec<u32> = Vec::with_capacity(16 * ops.len().min(1 << 14));
     let mut frames: Vec<(u32, u32)> = Vec::with_capacity(ops.len() + 1);
     let mut optional_scratch: Vec<u32> = Vec::new();
     // Definite ops in call order, then optional ones newest first: a
@@ -808,8 +808,10 @@ fn search_prepared<M: Model>(
         }
         optional_scratch.clear();
         frames.push((start as u32, start as u32));
+        // The first return entry (NONE if none): the earliest pending return.
+        e
     };
-    open_frame(
+    let _ = open_frame(
         &entries,
         &mut candidates,
         &mut frames,
@@ -945,22 +947,18 @@ fn search_prepared<M: Model>(
                     if !optional {
                         remaining -= 1;
                     }
-                    open_frame(
-                        &entries,
-                        &mut candidates,
-                        &mut frames,
-                        &mut optional_scratch,
-                    );
                     // Abandon the node at once if an op that must still be
                     // linearized can no longer become legal (model hook).
                     // Only observers (reads) can fail that test; the ops
                     // that may come before an op x are the candidates plus
                     // the ops invoked between the earliest pending return
-                    // and x's return.
-                    let mut e = entries.next[HEAD as usize];
-                    while e != NONE && entries.is_call[e as usize] {
-                        e = entries.next[e as usize];
-                    }
+                    // (`e`) and x's return.
+                    let e = open_frame(
+                        &entries,
+                        &mut candidates,
+                        &mut frames,
+                        &mut optional_scratch,
+                    );
                     if e != NONE {
                         let blocking = entries.op[e as usize];
                         let start = frames[frames.len() - 1].0 as usize;
