@@ -179,13 +179,13 @@ fn progress_svg(input: &ReportInput, end: u64, x: &dyn Fn(u64) -> f64) -> String
     let total = input
         .samples
         .iter()
-        .map(|s| s.maps_total.max(s.reduces_total))
+        .map(|s| u64::from(s.maps_total.max(s.reduces_total)).max(s.reissued))
         .max()
         .unwrap_or(1)
         .max(1);
     let top = 16.0;
     let bottom = top + PROGRESS_HEIGHT;
-    let y = |v: f64| bottom - v / f64::from(total) * PROGRESS_HEIGHT;
+    let y = |v: f64| bottom - v / total as f64 * PROGRESS_HEIGHT;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{}\" font-family=\"sans-serif\">",
         bottom + 24.0
