@@ -78,6 +78,10 @@ pub struct MapreduceArgs {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// A deliberate bug to prove the checks catch it: truncate-output (cuts mr-out-0 to half
+    /// after the job; the run must fail).
+    #[arg(long)]
+    mutation: Option<String>,
 }
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -110,6 +114,7 @@ pub fn mapreduce(args: MapreduceArgs) -> anyhow::Result<u8> {
     options.mapreduce_binary = args.mapreduce_binary;
     options.results_root = args.results;
     options.progress = !args.quiet;
+    options.mutation = args.mutation;
 
     // Ctrl-C: first ends the run early (heal, collect, check what there is); second tears the
     // cluster down at once.

@@ -1,7 +1,8 @@
 //! The MapReduce crash test on a local namespace cluster, short: 3 nodes, a 3-replica
 //! coordinator, 3 workers, small word-count inputs; the nemesis kills a worker and the
 //! coordinator's leader (which restarts from its WAL). The output must equal the sequential
-//! run's, workers must not exit early, and both kills must have happened.
+//! run's, workers must not exit early, and both kills must have happened. Then the same check
+//! must reject a run whose output was cut in half (the truncate-output mutation).
 //!
 //! Needs root and `make deps` (see local_cluster.rs), and the `mapreduce` binary built into the
 //! same target directory (`make test` builds every binary first).
@@ -126,4 +127,48 @@ fn word_count_survives_killed_workers_and_a_killed_coordinator_leader() {
         .unwrap()
         .count();
     assert!(logs > 0, "no logs collected from n1");
+}
+
+#[test]
+fn a_truncated_output_file_fails_the_run() {
+    if !ready() {
+        return;
+    }
+    let seed = seed();
+    println!("SEED={seed}");
+    let root = tempfile::tempdir().unwrap();
+    let mut options = MrOptions::new("mapreduce-mutation");
+    options.nodes = 2;
+    options.workers = 2;
+    options.input_files = 4;
+    options.input_bytes_per_file = 20_000;
+    options.n_reduce = 4;
+    options.task_delay = Duration::ZERO;
+    options.faults = Default::default();
+    options.job_deadline = Duration::from_secs(60);
+    options.exit_grace = Duration::from_secs(15);
+    options.seed = seed;
+    options.results_root = root.path().to_path_buf();
+    options.mapreduce_binary = Some(mapreduce_binary());
+    options.mutation = Some("truncate-output".into());
+    let outcome = mr::run(&options, &AtomicBool::new(false)).unwrap();
+    assert!(!outcome.valid, "SEED={seed}: a truncated output passed");
+    assert!(
+        outcome.failed_checks.contains(&"output".to_string()),
+        "{:?}",
+        outcome.failed_checks
+    );
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(outcome.run_dir.join("results.json")).unwrap(),
+    )
+    .unwrap();
+    let output = &results["checks"]["output"];
+    assert!(
+        output["actual_lines"].as_u64().unwrap() < output["expected_lines"].as_u64().unwrap(),
+        "{output}"
+    );
+    assert!(
+        !output["missing"].as_array().unwrap().is_empty(),
+        "{output}"
+    );
 }

@@ -545,6 +545,18 @@ impl Run<'_> {
         let ssh = self.cluster.ssh();
         let node = self.cluster.nodes().first()?.clone();
         let job_dir = deploy::job_dir(self.cluster);
+        if self.options.mutation.as_deref() == Some("truncate-output") {
+            let script = format!(
+                "cd {} && f=mr-out-0 && s=$(stat -c %s $f) && truncate -s $((s / 2)) $f",
+                crate::cmd::shell_quote(&job_dir)
+            );
+            let mut event = MrEvent::new(self.now(), "mutation", "truncate-output");
+            event.process = Some("mr-out-0".into());
+            if let Err(e) = ssh.exec(&node, &script) {
+                event.error = Some(e.to_string());
+            }
+            self.record(event);
+        }
         let digest = ssh
             .exec(&node, &deploy::output_digest_script(&job_dir))
             .map(|d| d.trim().to_string())

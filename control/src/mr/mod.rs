@@ -80,6 +80,9 @@ pub struct MrOptions {
     pub mapreduce_binary: Option<PathBuf>,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// A deliberate bug, to prove the checks catch it: `truncate-output` cuts `mr-out-0` to
+    /// half once the job is done (what a worker writing in place and dying would leave).
+    pub mutation: Option<String>,
 }
 
 impl MrOptions {
@@ -106,6 +109,7 @@ impl MrOptions {
             results_root: PathBuf::from("results"),
             mapreduce_binary: None,
             progress: true,
+            mutation: None,
         }
     }
 
@@ -120,6 +124,11 @@ impl MrOptions {
         }
         if self.nodes == 0 || self.workers == 0 || self.replicas == 0 || self.input_files == 0 {
             return bad("nodes, workers, replicas and input files must be positive".into());
+        }
+        if let Some(mutation) = self.mutation.as_deref().filter(|m| *m != "truncate-output") {
+            return bad(format!(
+                "mutation `{mutation}` (available: truncate-output)"
+            ));
         }
         if self.n_reduce == 0 || self.task_timeout.is_zero() {
             return bad("n_reduce and the task timeout must be positive".into());
