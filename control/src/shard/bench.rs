@@ -241,13 +241,12 @@ pub fn run_bench(
     let mut cluster = run::provision(&options.test)?;
     let layout =
         Layout::new(cluster.nodes(), max_groups).map_err(|e| RunError::BadOption(e.to_string()))?;
-    let db = ShardDb {
-        layout: layout.clone(),
-        certs: ShardCerts::new().map_err(RunError::Db)?,
-        node_binary: run::node_binary(&options.test)?,
-        keep_serving: false,
-        stop_grace_ms: 3_000,
-    };
+    let db = ShardDb::new(
+        layout.clone(),
+        ShardCerts::new().map_err(RunError::Db)?,
+        run::node_binary(&options.test)?,
+        false,
+    );
     let result = measure(&*cluster, &db, options, backend, &dir, interrupted);
     let mut errors = Vec::new();
     run::stop_and_collect(&*cluster, &db, &run_dir, &mut errors);

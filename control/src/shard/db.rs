@@ -6,17 +6,20 @@
 //! (the readiness probe's cluster file), `<daemon>.pid`, `<daemon>.log`, `data-<daemon>/`, and
 //! `certs/<daemon>.{pem,key}`; the node's logs are therefore collected in one sweep.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::cluster::{Cluster, Node};
 use crate::daemon::{self, DaemonSpec, ProcessState};
 use crate::db::{Db, DbError};
 use crate::ssh::Remote as _;
 
-use super::layout::{Daemon, Layout, CLIENT_NAME};
+use super::layout::{Daemon, Layout, Role, CLIENT_NAME};
 
 /// The run's CA and every daemon's certificate, made once the nodes are known.
 #[derive(Debug)]
@@ -85,9 +88,82 @@ pub struct ShardDb {
     /// Start groups with the keep-serving mutation (a group serves shards it handed over).
     pub keep_serving: bool,
     pub stop_grace_ms: u64,
+    /// Whose leader the next [`Db::leader`] names (controller, g1, g2, ... in turn).
+    pub leader_turn: AtomicUsize,
 }
 
 impl ShardDb {
+    pub fn new(
+        layout: Layout,
+        certs: ShardCerts,
+        node_binary: PathBuf,
+        keep_serving: bool,
+    ) -> Self {
+        ShardDb {
+            layout,
+            certs,
+            node_binary,
+            keep_serving,
+            stop_grace_ms: 3_000,
+            leader_turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// The leader of every Raft group that has one (controller and replica groups): the
+    /// daemon that says `leader` in the highest term, by a status request to every daemon
+    /// from the control's client namespace.
+    pub fn leaders(&self, cluster: &dyn Cluster) -> BTreeMap<Role, Daemon> {
+        let daemons = self.layout.daemons.clone();
+        // Ids only address daemons within this file, so they are positions, not Raft ids.
+        let file = node::ClusterFile::new(
+            self.certs.path(),
+            CLIENT_NAME,
+            daemons
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i as u64 + 1, d.name.clone(), d.addr()))
+                .collect(),
+        );
+        let netns = cluster.client_netns();
+        let reports = crate::netns::run_in(netns.as_deref(), move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let connection = node::client::Connection::open(file).ok()?;
+                let mut asks = tokio::task::JoinSet::new();
+                for id in 1..=daemons.len() as u64 {
+                    let connection = connection.clone();
+                    asks.spawn(async move {
+                        let report = connection.status(id, Duration::from_millis(300)).await;
+                        (id, report.ok())
+                    });
+                }
+                let mut leaders = BTreeMap::new();
+                while let Some(Ok((id, Some(report)))) = asks.join_next().await {
+                    let daemon = &daemons[id as usize - 1];
+                    if report.role == "leader" {
+                        leaders.insert(daemon.name.clone(), report.term);
+                    }
+                }
+                Some((daemons, leaders))
+            })
+        });
+        let Ok(Some((daemons, leaders))) = reports else {
+            return BTreeMap::new();
+        };
+        let mut best: BTreeMap<Role, (u64, Daemon)> = BTreeMap::new();
+        for daemon in daemons {
+            if let Some(&term) = leaders.get(&daemon.name) {
+                if best.get(&daemon.role).is_none_or(|(t, _)| term > *t) {
+                    best.insert(daemon.role, (term, daemon));
+                }
+            }
+        }
+        best.into_iter().map(|(role, (_, d))| (role, d)).collect()
+    }
+
     fn spec(&self, cluster: &dyn Cluster, node: &Node, daemon: &Daemon) -> DaemonSpec {
         let dir = cluster.node_dir(node);
         let mut args = vec!["run".to_string(), "--config".into(), daemon.config_file()];
@@ -309,6 +385,16 @@ impl Db for ShardDb {
 
     fn teardown(&self, cluster: &dyn Cluster, node: &Node) -> Result<(), DbError> {
         self.stop(cluster, node)
+    }
+
+    /// The node of one group's leader, the controller's and each replica group's in turn, so
+    /// isolate-leader cuts off every group's leader over a run.
+    fn leader(&self, cluster: &dyn Cluster) -> Option<String> {
+        let leaders = self.leaders(cluster);
+        let roles = self.layout.roles();
+        let turn = self.leader_turn.fetch_add(1, Ordering::Relaxed);
+        let role = roles.get(turn % roles.len().max(1))?;
+        leaders.get(role).map(|d| d.node.clone())
     }
 }
 

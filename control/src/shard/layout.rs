@@ -118,6 +118,13 @@ impl Layout {
         (1..=self.groups as Gid).collect()
     }
 
+    /// Every Raft group of the layout: the controller, then the replica groups by gid.
+    pub fn roles(&self) -> Vec<Role> {
+        std::iter::once(Role::Controller)
+            .chain(self.gids().into_iter().map(Role::Group))
+            .collect()
+    }
+
     /// The daemons of one group (or the controller), by Raft id.
     pub fn members(&self, role: Role) -> Vec<&Daemon> {
         self.daemons.iter().filter(|d| d.role == role).collect()
@@ -241,6 +248,15 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), 3 + 9);
+        assert_eq!(
+            layout.roles(),
+            [
+                Role::Controller,
+                Role::Group(1),
+                Role::Group(2),
+                Role::Group(3)
+            ]
+        );
     }
 
     #[test]

@@ -364,13 +364,12 @@ pub fn run_shard_test(
         layout.daemons.len(),
         shard.groups
     );
-    let db = ShardDb {
-        layout: layout.clone(),
-        certs: ShardCerts::new().map_err(RunError::Db)?,
+    let db = ShardDb::new(
+        layout.clone(),
+        ShardCerts::new().map_err(RunError::Db)?,
         node_binary,
         keep_serving,
-        stop_grace_ms: 3_000,
-    };
+    );
     let clock = TestClock::new();
     let history = HistoryWriter::create(&run.history_jsonl(), clock)?;
     let log = Mutex::new(EventLog::open(&run.nemesis_jsonl(), clock));
@@ -590,8 +589,9 @@ fn drive(
             {
                 break;
             }
-            let leader = None;
-            let Some(fault) = schedule.next_fault(leader) else {
+            // The leader of the controller or of one replica group, in turn (isolate-leader).
+            let leader = db.leader(cluster);
+            let Some(fault) = schedule.next_fault(leader.as_deref()) else {
                 wait(end, interrupted, &never);
                 continue;
             };
