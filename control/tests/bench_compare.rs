@@ -137,6 +137,12 @@ fn tiny_comparison_of_ours_and_etcd_writes_results_and_report() {
         assert_eq!(open.len(), 1, "{system}");
         assert_eq!(open[0]["target_rate"], 200.0);
         assert!(open[0]["send_lag_p99_ms"].is_number(), "{:#?}", open[0]);
+        // Only requests due in the window count: at most 200/s x 2 s of them.
+        assert!(
+            open[0]["ops_per_sec"].as_f64().unwrap() <= 200.5,
+            "{:#?}",
+            open[0]
+        );
         for row in &mine {
             assert_eq!(row["workload"], "a");
             let ok = row["ok"].as_u64().unwrap();

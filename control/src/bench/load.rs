@@ -114,8 +114,10 @@ impl Measured {
         }
     }
 
+    /// Ok completions inside the measured window per second. An open-loop request due in the
+    /// window but completed after it (in the drain) counts in `ok` and the latency, not here.
     pub fn ops_per_sec(&self) -> f64 {
-        self.ok as f64 / self.duration.as_secs_f64().max(1e-9)
+        self.ok_per_bin.iter().sum::<u64>() as f64 / self.duration.as_secs_f64().max(1e-9)
     }
 
     /// Records one completion at `done` (relative to the window) that took `latency`.

@@ -579,6 +579,7 @@ fn measure(
         }
         thread::sleep(Duration::from_millis(200));
     };
+    let leader_wait = waited.elapsed();
     let mut pids = Vec::new();
     let mut pid_of = serde_json::Map::new();
     for node in cluster.nodes() {
@@ -590,7 +591,7 @@ fn measure(
     eprintln!(
         "control: {} leader {leader} after {:.1} s; server pids {pids:?}",
         system.name(),
-        waited.elapsed().as_secs_f64()
+        leader_wait.as_secs_f64()
     );
     let job = LoadJob {
         system,
@@ -613,7 +614,7 @@ fn measure(
         "pids": pid_of,
         "threads_per_server": threads,
         "preload_s": preload_s,
-        "leader_wait_s": waited.elapsed().as_secs_f64(),
+        "leader_wait_s": leader_wait.as_secs_f64(),
     });
     Ok((rows, info))
 }
