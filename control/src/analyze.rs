@@ -1,12 +1,13 @@
 //! Turning a stored run into verdicts and numbers: reads `history.jsonl` (a torn last line from
 //! an interrupted run is dropped), writes `history.edn`, checks linearizability with the
-//! `checker` crate (its page goes to `checker.html`), checks the kv workload for lost
-//! acknowledged appends ([`lost_writes`]), and computes the workload's throughput and latency
+//! `checker` crate (its page goes to `checker.html`), checks every acknowledged write against
+//! the final reads made after the heal ([`lost_writes`]), and computes the workload's throughput and latency
 //! percentiles (HDR histograms) for `results.json`. [`results_json`] also writes the run's
 //! `report.html` ([`crate::report`]), because it is where the run info, the nemesis events and
 //! the analysis first meet, both in `control test` and in `control analyze <folder>`.
 
-use std::collections::BTreeMap;
+pub mod lost_writes;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,159 +76,6 @@ pub struct Analysis {
     pub checker_html: String,
 }
 
-/// Result of [`lost_writes`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LostWrites {
-    /// Keys with a final read after the heal.
-    pub keys_checked: u64,
-    /// Keys written but never read after the heal: nothing can be said about them.
-    pub keys_unchecked: u64,
-    /// Acknowledged appends compared with their key's final read.
-    pub appends_checked: u64,
-    /// Acknowledged appends that could not be compared: no final read of their key, not
-    /// complete before it began, or a put may have overwritten them.
-    pub appends_unchecked: u64,
-    /// Key -> (values missing from the final read, the final read).
-    pub lost: BTreeMap<String, (Vec<String>, String)>,
-}
-
-impl LostWrites {
-    pub fn lost_count(&self) -> usize {
-        self.lost.values().map(|(v, _)| v.len()).sum()
-    }
-
-    pub fn to_json(&self) -> Value {
-        let lost: serde_json::Map<String, Value> = self
-            .lost
-            .iter()
-            .map(|(k, (values, read))| (k.clone(), json!({"values": values, "final_read": read})))
-            .collect();
-        json!({
-            "valid": self.lost.is_empty(),
-            "keys_checked": self.keys_checked,
-            "keys_unchecked": self.keys_unchecked,
-            "appends_checked": self.appends_checked,
-            "appends_unchecked": self.appends_unchecked,
-            "lost_count": self.lost_count(),
-            "lost": lost,
-        })
-    }
-}
-
-/// One operation of a key: invoke time, completion time (None: never completed or `info`,
-/// so it may take effect at any later time), outcome, value (the read, for a get).
-struct KeyOp<'a> {
-    f: &'a str,
-    invoke: u64,
-    complete: Option<u64>,
-    outcome: EventType,
-    value: &'a Value,
-}
-
-/// Whether `value` (a unique `x<process>-<n>` append) occurs in `read` as a whole value: the
-/// occurrence may not continue with a digit, so `x1-1` is not found inside `x1-12`.
-fn read_contains(read: &str, value: &str) -> bool {
-    !value.is_empty()
-        && read.match_indices(value).any(|(at, _)| {
-            !read[at + value.len()..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit())
-        })
-}
-
-/// The lost-acknowledged-writes check of the kv workload: for each key, the final read is the
-/// last ok `get` invoked at or after `healed_at` (the end of the final heal-all). Every
-/// acknowledged (`ok`) append that completed before that read was invoked must appear in it.
-///
-/// Only appends are checked. A put replaces the whole value, so a put's value is legitimately
-/// gone once a later write lands, and an append is legitimately gone when a put took effect
-/// after it; so an append is checked only if every put of its key that may have taken effect
-/// before the final read (not `fail`, invoked before the read completed) had completed before
-/// the append was invoked. Values are unique per write, so a value's absence is unambiguous.
-/// Keys with no final read are counted as unchecked, as are appends that could not be
-/// compared.
-pub fn lost_writes(events: &[Event], healed_at: u64) -> LostWrites {
-    let mut outstanding: std::collections::HashMap<u64, usize> = Default::default();
-    let mut by_key: BTreeMap<&str, Vec<KeyOp>> = BTreeMap::new();
-    let mut ops: Vec<(Option<&str>, KeyOp)> = Vec::new();
-    for event in events {
-        if event.kind == EventType::Invoke {
-            outstanding.insert(event.process, ops.len());
-            ops.push((
-                event.key.as_deref(),
-                KeyOp {
-                    f: &event.f,
-                    invoke: event.time,
-                    complete: None,
-                    outcome: EventType::Info,
-                    value: &event.value,
-                },
-            ));
-        } else if let Some(i) = outstanding.remove(&event.process) {
-            let op = &mut ops[i].1;
-            op.outcome = event.kind;
-            if event.kind != EventType::Info {
-                op.complete = Some(event.time);
-            }
-            if event.f == "get" {
-                op.value = &event.value;
-            }
-        }
-    }
-    for (key, op) in ops {
-        if let Some(key) = key {
-            by_key.entry(key).or_default().push(op);
-        }
-    }
-    let mut result = LostWrites::default();
-    for (key, ops) in by_key {
-        let acknowledged = |op: &&KeyOp| op.f == "append" && op.outcome == EventType::Ok;
-        let final_read = ops
-            .iter()
-            .filter(|op| op.f == "get" && op.outcome == EventType::Ok && op.invoke >= healed_at)
-            .max_by_key(|op| op.complete);
-        let Some(read) = final_read else {
-            if ops.iter().any(|op| op.f != "get") {
-                result.keys_unchecked += 1;
-            }
-            result.appends_unchecked += ops.iter().filter(acknowledged).count() as u64;
-            continue;
-        };
-        result.keys_checked += 1;
-        let read_complete = read.complete.unwrap_or(u64::MAX);
-        let read_value = read.value.as_str().unwrap_or("");
-        // The latest moment a put that may precede the read could still take effect.
-        let overwrite_until = ops
-            .iter()
-            .filter(|op| {
-                op.f == "put" && op.outcome != EventType::Fail && op.invoke < read_complete
-            })
-            .map(|op| op.complete.unwrap_or(u64::MAX))
-            .max();
-        let mut missing = Vec::new();
-        for append in ops.iter().filter(acknowledged) {
-            let before_read = append.complete.is_some_and(|c| c < read.invoke);
-            let not_overwritten = overwrite_until.is_none_or(|t| t < append.invoke);
-            if !(before_read && not_overwritten) {
-                result.appends_unchecked += 1;
-                continue;
-            }
-            result.appends_checked += 1;
-            let value = append.value.as_str().unwrap_or("");
-            if !read_contains(read_value, value) {
-                missing.push(value.to_string());
-            }
-        }
-        if !missing.is_empty() {
-            result
-                .lost
-                .insert(key.to_string(), (missing, read_value.to_string()));
-        }
-    }
-    result
-}
-
 /// Latency and throughput from paired invoke/completion events.
 pub fn stats(events: &[Event]) -> Value {
     let mut outstanding = std::collections::HashMap::new();
@@ -292,6 +140,17 @@ pub fn stats(events: &[Event]) -> Value {
     })
 }
 
+/// Invalid if any verdict is, else unknown if any is, else valid.
+pub fn combine(verdicts: &[Validity]) -> Validity {
+    if verdicts.contains(&Validity::Invalid) {
+        Validity::Invalid
+    } else if verdicts.contains(&Validity::Unknown) {
+        Validity::Unknown
+    } else {
+        Validity::Valid
+    }
+}
+
 /// Text of the history up to its last complete line (drops a torn write).
 fn complete_lines(path: &Path) -> Result<String, AnalyzeError> {
     let text = std::fs::read_to_string(path).map_err(|source| history::HistoryError::Io {
@@ -337,21 +196,23 @@ pub fn analyze(run: &RunDir, model: &str, timeout: Duration) -> Result<Analysis,
         checker::Verdict::Unknown => Validity::Unknown,
     };
     let well_formed = summary.problems.is_empty();
-    // Lost appends are only defined for the kv model's get/put/append.
-    let lost = (model == "kv").then(|| {
-        let healed_at = read_nemesis(run)
-            .iter()
-            .filter(|e| e.phase == "heal-all")
-            .map(|e| e.end_time.max(e.time))
-            .max()
-            .unwrap_or(0);
-        lost_writes(&events, healed_at)
-    });
-    let no_lost = lost.as_ref().is_none_or(|l| l.lost.is_empty());
-    let validity = match (linearizable, well_formed && no_lost) {
-        (_, false) | (Validity::Invalid, _) => Validity::Invalid,
-        (v, true) => v,
-    };
+    let lost = lost_writes::Semantics::for_model(model).map(|s| lost_writes::check(&events, s));
+    let verdicts = [
+        linearizable,
+        if well_formed {
+            Validity::Valid
+        } else {
+            Validity::Invalid
+        },
+        // A history recorded without a final-read phase (an older run, or a runner that
+        // makes none) has nothing to compare acknowledged writes with: the check says so
+        // (unknown, `final_read_phase: false`) and the verdict rests on the other checks. The
+        // runner reports a phase that could not read every written key as a run error.
+        lost.as_ref()
+            .filter(|l| l.final_read_phase)
+            .map_or(Validity::Valid, |l| l.validity()),
+    ];
+    let validity = combine(&verdicts);
     let violations: Vec<Value> = result
         .violations()
         .map(|p| json!({"key": p.key, "operations": p.operations, "unlinearizable": p.unlinearizable}))
@@ -444,146 +305,150 @@ pub fn results_json(run_info: &Value, analysis: &Analysis, nemesis: &[NemesisEve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{HistoryWriter, TestClock};
+    use crate::history::{HistoryWriter, TestClock, FINAL_READ_PHASE};
 
-    fn write(run: &RunDir, lines: &[(u64, EventType, &str, &str, Value)]) {
+    /// Processes from this one on are final readers (their events carry the final-read phase).
+    const FINAL_READER: u64 = 100;
+
+    fn write(run: &RunDir, lines: &[Line]) {
         let writer = HistoryWriter::create(&run.history_jsonl(), TestClock::new()).unwrap();
         for (process, kind, f, key, value) in lines {
-            writer
-                .record(Event::new(*process, *kind, f, Some(key), value.clone()))
-                .unwrap();
+            let mut event = Event::new(*process, *kind, f, Some(key), value.clone());
+            if *process >= FINAL_READER {
+                event.phase = Some(FINAL_READ_PHASE.into());
+            }
+            writer.record(event).unwrap();
         }
+    }
+
+    type Line<'a> = (u64, EventType, &'a str, &'a str, Value);
+
+    /// Writes `lines` as the history of a run in a fresh folder and analyses it with `model`.
+    fn analyzed(lines: &[Line], model: &str) -> (tempfile::TempDir, RunDir, Analysis) {
+        let root = tempfile::tempdir().unwrap();
+        let run = RunDir::create(root.path(), "t", chrono::Local::now()).unwrap();
+        write(&run, lines);
+        let analysis = analyze(&run, model, Duration::from_secs(10)).unwrap();
+        (root, run, analysis)
     }
 
     #[test]
     fn a_linearizable_history_is_valid_and_gets_numbers() {
-        let root = tempfile::tempdir().unwrap();
-        let run = RunDir::create(root.path(), "t", chrono::Local::now()).unwrap();
-        write(
-            &run,
+        let (_root, run, analysis) = analyzed(
             &[
                 (0, EventType::Invoke, "put", "k", json!("a")),
                 (0, EventType::Ok, "put", "k", json!("a")),
                 (1, EventType::Invoke, "get", "k", Value::Null),
                 (1, EventType::Ok, "get", "k", json!("a")),
+                (100, EventType::Invoke, "get", "k", Value::Null),
+                (100, EventType::Ok, "get", "k", json!("a")),
             ],
+            "kv",
         );
-        let analysis = analyze(&run, "kv", Duration::from_secs(10)).unwrap();
         assert_eq!(analysis.validity, Validity::Valid, "{}", analysis.checks);
-        assert_eq!(analysis.stats["latency_ok"]["count"], 2);
+        assert_eq!(analysis.stats["latency_ok"]["count"], 3);
         assert!(run.history_edn().exists());
         assert!(run.path.join(CHECKER_HTML).exists());
-        // No heal recorded: the last get is the final read, and it holds the put (not checked).
-        assert_eq!(analysis.checks["lost-writes"]["valid"], true);
-        assert_eq!(analysis.checks["lost-writes"]["keys_checked"], 1);
+        let lost = &analysis.checks["lost-writes"];
+        assert_eq!(lost["valid"], true);
+        assert_eq!(
+            (lost["keys_written"].as_u64(), lost["keys_read"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(lost["acknowledged_checked"], 1);
         let results = results_json(&json!({"test": "t"}), &analysis, &[]);
         assert_eq!(results["report"], "report.html");
         let page = std::fs::read_to_string(run.path.join("report.html")).unwrap();
         assert!(page.contains("lost-writes") && page.contains("<svg"));
     }
 
-    fn at(process: u64, kind: EventType, f: &str, value: Value, time: u64) -> Event {
-        let mut e = Event::new(process, kind, f, Some("k"), value);
-        e.time = time;
-        e
-    }
-
-    /// An append acknowledged before the heal, then a final read after it.
-    fn append_then_read(read: &str) -> Vec<Event> {
-        vec![
-            at(0, EventType::Invoke, "append", json!("x0-1"), 10),
-            at(0, EventType::Ok, "append", json!("x0-1"), 20),
-            at(1, EventType::Invoke, "append", json!("x1-2"), 30),
-            at(1, EventType::Ok, "append", json!("x1-2"), 40),
-            // A read before the heal does not count as final.
-            at(2, EventType::Invoke, "get", Value::Null, 50),
-            at(2, EventType::Ok, "get", json!(""), 60),
-            at(2, EventType::Invoke, "get", Value::Null, 200),
-            at(2, EventType::Ok, "get", json!(read), 210),
-        ]
+    #[test]
+    fn without_a_final_read_phase_the_verdict_rests_on_the_other_checks() {
+        let (_root, _run, analysis) = analyzed(
+            &[
+                (0, EventType::Invoke, "append", "k", json!("x0-1")),
+                (0, EventType::Ok, "append", "k", json!("x0-1")),
+            ],
+            "kv",
+        );
+        assert_eq!(analysis.checks["linearizable"]["valid"], true);
+        let lost = &analysis.checks["lost-writes"];
+        assert_eq!(lost["valid"], "unknown");
+        assert_eq!(lost["final_read_phase"], false);
+        assert_eq!(lost["keys_unread"][0], "k");
+        assert_eq!(analysis.validity, Validity::Valid);
     }
 
     #[test]
-    fn a_lost_append_is_found() {
-        // x1-2 is missing; x1-22 must not pass for it.
-        let lost = lost_writes(&append_then_read("x0-1x1-22"), 100);
-        assert_eq!(lost.appends_checked, 2);
-        assert_eq!(lost.lost_count(), 1);
-        assert_eq!(lost.lost["k"].0, vec!["x1-2".to_string()]);
-        assert_eq!(lost.to_json()["valid"], false);
-    }
-
-    #[test]
-    fn present_appends_pass() {
-        let lost = lost_writes(&append_then_read("x0-1x1-2"), 100);
-        assert_eq!((lost.appends_checked, lost.keys_checked), (2, 1));
-        assert!(lost.lost.is_empty());
-        assert_eq!(lost.to_json()["valid"], true);
-    }
-
-    #[test]
-    fn keys_without_a_read_after_the_heal_are_unchecked() {
-        let lost = lost_writes(&append_then_read("x0-1x1-2"), 205);
-        assert_eq!((lost.keys_checked, lost.keys_unchecked), (0, 1));
-        assert_eq!((lost.appends_checked, lost.appends_unchecked), (0, 2));
-        assert!(lost.lost.is_empty());
-    }
-
-    #[test]
-    fn appends_a_put_may_have_overwritten_are_not_checked() {
-        let mut events = append_then_read("x3-9");
-        // An info put (may land any time later) concurrent with the second append.
-        events.insert(2, at(3, EventType::Invoke, "put", json!("x3-9"), 25));
-        events.insert(3, at(3, EventType::Info, "put", json!("x3-9"), 45));
-        let lost = lost_writes(&events, 100);
-        assert_eq!((lost.appends_checked, lost.appends_unchecked), (0, 2));
-        assert!(lost.lost.is_empty());
-        // A failed put cannot overwrite anything: both appends are checked and found missing.
-        events[3].kind = EventType::Fail;
-        let lost = lost_writes(&events, 100);
-        assert_eq!((lost.appends_checked, lost.lost_count()), (2, 2));
+    fn a_written_key_the_final_reads_missed_makes_the_run_unknown() {
+        let (_root, _run, analysis) = analyzed(
+            &[
+                (0, EventType::Invoke, "append", "k", json!("x0-1")),
+                (0, EventType::Ok, "append", "k", json!("x0-1")),
+                (0, EventType::Invoke, "append", "j", json!("x0-2")),
+                (0, EventType::Ok, "append", "j", json!("x0-2")),
+                (100, EventType::Invoke, "get", "k", Value::Null),
+                (100, EventType::Ok, "get", "k", json!("x0-1")),
+                (101, EventType::Invoke, "get", "j", Value::Null),
+                (101, EventType::Fail, "get", "j", Value::Null),
+            ],
+            "kv",
+        );
+        assert_eq!(analysis.checks["lost-writes"]["keys_unread"][0], "j");
+        assert_eq!(analysis.validity, Validity::Unknown);
     }
 
     #[test]
     fn a_lost_append_makes_the_run_invalid() {
-        let root = tempfile::tempdir().unwrap();
-        let run = RunDir::create(root.path(), "t", chrono::Local::now()).unwrap();
-        write(
-            &run,
+        let (_root, _run, analysis) = analyzed(
             &[
                 (0, EventType::Invoke, "append", "k", json!("x0-1")),
                 (0, EventType::Ok, "append", "k", json!("x0-1")),
-                (1, EventType::Invoke, "get", "k", Value::Null),
-                (1, EventType::Ok, "get", "k", json!("x0-1")),
                 (0, EventType::Invoke, "append", "j", json!("x0-2")),
                 (0, EventType::Ok, "append", "j", json!("x0-2")),
-                (1, EventType::Invoke, "get", "j", Value::Null),
-                (1, EventType::Ok, "get", "j", json!("")),
+                (100, EventType::Invoke, "get", "k", Value::Null),
+                (100, EventType::Ok, "get", "k", json!("x0-1")),
+                (101, EventType::Invoke, "get", "j", Value::Null),
+                (101, EventType::Ok, "get", "j", json!("")),
             ],
+            "kv",
         );
-        let analysis = analyze(&run, "kv", Duration::from_secs(10)).unwrap();
         assert_eq!(analysis.validity, Validity::Invalid, "{}", analysis.checks);
-        assert_eq!(
-            analysis.checks["lost-writes"]["lost"]["j"]["values"][0],
-            "x0-2"
+        let lost = &analysis.checks["lost-writes"];
+        assert_eq!(lost["lost_count"], 1);
+        assert_eq!(lost["lost"][0]["key"], "j");
+        assert_eq!(lost["lost"][0]["value"], "x0-2");
+        assert_eq!(lost["lost"][0]["process"], 0);
+        // The linearizability checker sees the final reads too, and also rejects the history.
+        assert_eq!(analysis.checks["linearizable"]["valid"], false);
+    }
+
+    #[test]
+    fn a_register_final_read_is_checked_under_the_cas_register_model() {
+        let (_root, _run, analysis) = analyzed(
+            &[
+                (0, EventType::Invoke, "write", "r1", json!(3)),
+                (0, EventType::Ok, "write", "r1", json!(3)),
+                (100, EventType::Invoke, "read", "r1", Value::Null),
+                (100, EventType::Ok, "read", "r1", json!(3)),
+            ],
+            "cas-register",
         );
-        assert!(analysis.checks["lost-writes"]["lost"].get("k").is_none());
+        assert_eq!(analysis.validity, Validity::Valid, "{}", analysis.checks);
+        assert_eq!(analysis.checks["lost-writes"]["acknowledged_checked"], 1);
     }
 
     #[test]
     fn a_stale_read_is_invalid() {
-        let root = tempfile::tempdir().unwrap();
-        let run = RunDir::create(root.path(), "t", chrono::Local::now()).unwrap();
-        write(
-            &run,
+        let (_root, _run, analysis) = analyzed(
             &[
                 (0, EventType::Invoke, "put", "k", json!("a")),
                 (0, EventType::Ok, "put", "k", json!("a")),
                 (1, EventType::Invoke, "get", "k", Value::Null),
                 (1, EventType::Ok, "get", "k", json!("")),
             ],
+            "kv",
         );
-        let analysis = analyze(&run, "kv", Duration::from_secs(10)).unwrap();
         assert_eq!(analysis.validity, Validity::Invalid, "{}", analysis.checks);
         assert_eq!(analysis.validity.exit_code(), 1);
         assert_eq!(analysis.checks["linearizable"]["violations"][0]["key"], "k");

@@ -59,7 +59,15 @@ pub struct Event {
     pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Which phase of the test the operation belongs to: absent for the generator's
+    /// operations, [`FINAL_READ_PHASE`] for the reads after the final heal that the
+    /// lost-writes check compares acknowledged writes with. The checker ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
 }
+
+/// The `phase` of the final reads (see [`Event::phase`]).
+pub const FINAL_READ_PHASE: &str = "final-read";
 
 impl Event {
     /// An event with the time and index left for the writer to stamp.
@@ -74,7 +82,13 @@ impl Event {
             index: None,
             node: None,
             error: None,
+            phase: None,
         }
+    }
+
+    /// Whether the event belongs to the final-read phase.
+    pub fn is_final_read(&self) -> bool {
+        self.phase.as_deref() == Some(FINAL_READ_PHASE)
     }
 }
 
@@ -351,6 +365,9 @@ pub fn event_to_edn(event: &Event) -> String {
         out.push_str(", :error ");
         edn_string(error, &mut out);
     }
+    if let Some(phase) = &event.phase {
+        let _ = write!(out, ", :phase :{phase}");
+    }
     out.push('}');
     out
 }
@@ -466,10 +483,19 @@ mod tests {
             event_to_edn(&event),
             r#"{:type :ok, :f :cas, :value ["k\"1" [1 2]], :process 2, :time 99, :index 4}"#
         );
-        let read = Event::new(0, EventType::Invoke, "read", None, Value::Null);
+        let mut read = Event::new(0, EventType::Invoke, "read", None, Value::Null);
         assert_eq!(
             event_to_edn(&read),
             "{:type :invoke, :f :read, :value nil, :process 0, :time 0}"
         );
+        read.phase = Some(FINAL_READ_PHASE.into());
+        assert!(read.is_final_read());
+        assert_eq!(
+            event_to_edn(&read),
+            "{:type :invoke, :f :read, :value nil, :process 0, :time 0, :phase :final-read}"
+        );
+        let line = serde_json::to_string(&read).unwrap();
+        assert!(line.contains(r#""phase":"final-read""#), "{line}");
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), read);
     }
 }

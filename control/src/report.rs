@@ -24,7 +24,7 @@ use crate::nemesis::NemesisEvent;
 const SCATTER_POINTS_MAX: usize = 40_000;
 /// At most this many throughput bars: long runs use wider bins.
 const RATE_BINS_MAX: u64 = 400;
-/// At most this many lost values listed per key, and keys listed.
+/// At most this many lost writes, and unexpected values, listed.
 const LOST_LISTED_MAX: usize = 50;
 
 /// Everything the page shows.
@@ -618,14 +618,28 @@ fn check_detail(name: &str, check: &Value) -> String {
             }
             text
         }
-        "lost-writes" => format!(
-            "{} acknowledged appends checked against final reads, {} lost; {} keys checked, {} keys unchecked (no read after the final heal), {} appends unchecked",
-            value_text(&check["appends_checked"]),
-            value_text(&check["lost_count"]),
-            value_text(&check["keys_checked"]),
-            value_text(&check["keys_unchecked"]),
-            value_text(&check["appends_unchecked"]),
-        ),
+        "lost-writes" => {
+            let mut text = format!(
+                "{} acknowledged writes checked against the final reads of {} of {} written keys: {} lost, {} unexpected values; {} unknown (info) writes may or may not appear",
+                value_text(&check["acknowledged_checked"]),
+                value_text(&check["keys_read"]),
+                value_text(&check["keys_written"]),
+                value_text(&check["lost_count"]),
+                value_text(&check["unexpected_count"]),
+                value_text(&check["unknown_writes"]),
+            );
+            let unread = check["keys_unread"].as_array().map_or(0, Vec::len);
+            if unread > 0 {
+                text.push_str(&format!(
+                    "; {unread} written keys had no ok final read, so {} acknowledged writes could not be checked",
+                    value_text(&check["acknowledged_unchecked"])
+                ));
+            }
+            if check["final_read_phase"] == Value::Bool(false) {
+                text.push_str("; the history has no final-read phase");
+            }
+            text
+        }
         "history" => {
             let problems = check["problems"].as_array().map_or(0, Vec::len);
             if problems == 0 {
@@ -653,6 +667,70 @@ th{font-weight:600;color:#555;background:#fafbfc}td.num,th.num{text-align:right;
 iframe{width:100%;height:900px;border:1px solid #ccd;border-radius:6px;background:#fff}
 .lost{font-family:ui-monospace,monospace;font-size:12.5px;word-break:break-all}
 "#;
+
+/// Seconds on the test's clock, from nanoseconds in a JSON number.
+fn seconds_text(ns: &Value) -> String {
+    ns.as_u64()
+        .map_or_else(|| "–".into(), |ns| format!("{:.3} s", ns as f64 / 1e9))
+}
+
+/// The "Lost acknowledged writes" section: the counts, every lost write (key, value,
+/// process, when) and every unexpected value, up to [`LOST_LISTED_MAX`] rows each.
+fn lost_writes_section(lost: &Value) -> String {
+    let mut html = String::from("<h2>Lost acknowledged writes</h2><section>");
+    html.push_str(r#"<p class="note">After the last fault was healed and the recovery period passed, the generator stopped and fresh processes read every key that was ever written (retrying until a read succeeded); those reads are in the history, so the linearizability checker judged them too. Every acknowledged write must be accounted for by its key's final read: kv: every acknowledged append appears in the final value unless a put that may have come later replaced it, and every acknowledged put is the value's first part or one that part may have replaced; register: the final read is a value that could have been written last. Unknown (info) writes may or may not appear.</p>"#);
+    let _ = write!(
+        html,
+        "<p>{}</p>",
+        escape(&check_detail("lost-writes", lost))
+    );
+    let rows = |name: &str| lost[name].as_array().cloned().unwrap_or_default();
+    let lost_rows = rows("lost");
+    if !lost_rows.is_empty() {
+        html.push_str("<table><tr><th>key</th><th>write</th><th>value</th><th>process</th><th>invoked</th><th>acknowledged</th><th>final read</th></tr>");
+        for row in lost_rows.iter().take(LOST_LISTED_MAX) {
+            let _ = write!(
+                html,
+                r#"<tr><td>{}</td><td>{}</td><td class="lost">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="lost">{}</td></tr>"#,
+                escape(&value_text(&row["key"])),
+                escape(&value_text(&row["f"])),
+                escape(&value_text(&row["value"])),
+                escape(&value_text(&row["process"])),
+                seconds_text(&row["invoke_time"]),
+                seconds_text(&row["complete_time"]),
+                escape(&value_text(&row["final_read"]))
+            );
+        }
+        html.push_str("</table>");
+    }
+    let unexpected_rows = rows("unexpected");
+    if !unexpected_rows.is_empty() {
+        html.push_str("<p><b>Unexpected values in final reads</b></p><table><tr><th>key</th><th>value</th><th>why</th><th>final read</th></tr>");
+        for row in unexpected_rows.iter().take(LOST_LISTED_MAX) {
+            let _ = write!(
+                html,
+                r#"<tr><td>{}</td><td class="lost">{}</td><td>{}</td><td class="lost">{}</td></tr>"#,
+                escape(&value_text(&row["key"])),
+                escape(&value_text(&row["value"])),
+                escape(&value_text(&row["reason"])),
+                escape(&value_text(&row["final_read"]))
+            );
+        }
+        html.push_str("</table>");
+    }
+    let listed = lost_rows.len().min(LOST_LISTED_MAX) + unexpected_rows.len().min(LOST_LISTED_MAX);
+    let total =
+        lost["lost_count"].as_u64().unwrap_or(0) + lost["unexpected_count"].as_u64().unwrap_or(0);
+    if total as usize > listed {
+        let _ = write!(
+            html,
+            r#"<p class="note">{} more in results.json.</p>"#,
+            total as usize - listed
+        );
+    }
+    html.push_str("</section>");
+    html
+}
 
 /// Renders the page.
 pub fn render(input: &ReportInput) -> String {
@@ -794,42 +872,7 @@ pub fn render(input: &ReportInput) -> String {
     // Lost writes.
     let lost = &input.checks["lost-writes"];
     if lost.is_object() {
-        html.push_str("<h2>Lost acknowledged writes</h2><section>");
-        html.push_str(r#"<p class="note">Every acknowledged append that completed before a key's final read (the last ok get invoked after the final heal) and that no put could have overwritten must appear in that read. Puts are not checked: a later put legitimately replaces them.</p>"#);
-        let _ = write!(
-            html,
-            "<p>{}</p>",
-            escape(&check_detail("lost-writes", lost))
-        );
-        if let Some(keys) = lost["lost"].as_object() {
-            if !keys.is_empty() {
-                html.push_str(
-                    "<table><tr><th>key</th><th>lost values</th><th>final read</th></tr>",
-                );
-                for (key, entry) in keys.iter().take(LOST_LISTED_MAX) {
-                    let values: Vec<String> = entry["values"]
-                        .as_array()
-                        .map(|v| v.iter().take(LOST_LISTED_MAX).map(value_text).collect())
-                        .unwrap_or_default();
-                    let _ = write!(
-                        html,
-                        r#"<tr><td>{}</td><td class="lost">{}</td><td class="lost">{}</td></tr>"#,
-                        escape(key),
-                        escape(&values.join(" ")),
-                        escape(&value_text(&entry["final_read"]))
-                    );
-                }
-                html.push_str("</table>");
-                if keys.len() > LOST_LISTED_MAX {
-                    let _ = write!(
-                        html,
-                        r#"<p class="note">{} more keys in results.json.</p>"#,
-                        keys.len() - LOST_LISTED_MAX
-                    );
-                }
-            }
-        }
-        html.push_str("</section>");
+        html.push_str(&lost_writes_section(lost));
     }
     // The checker's visualisation.
     html.push_str("<h2>Linearizability checker</h2><section>");
@@ -961,5 +1004,43 @@ mod tests {
         assert_eq!(page.matches("<svg").count(), 2);
         // Self-contained: nothing fetched from the network.
         assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+    }
+
+    #[test]
+    fn the_lost_writes_section_lists_each_lost_write_and_unexpected_value() {
+        let checks = json!({"lost-writes": {
+            "valid": false, "final_read_phase": true, "keys_written": 3, "keys_read": 3,
+            "keys_unread": [], "acknowledged_checked": 40, "acknowledged_unchecked": 0,
+            "unknown_writes": 2, "lost_count": 1, "unexpected_count": 1,
+            "lost": [{"key": "k7", "f": "append", "value": "x3-12", "process": 3,
+                      "invoke_time": 1_500_000_000u64, "complete_time": 1_750_000_000u64,
+                      "final_read": "x1-1"}],
+            "unexpected": [{"key": "k8", "value": "x9-9", "final_read": "x9-9",
+                            "reason": "never <written>"}],
+        }});
+        let page = render(&ReportInput {
+            run_info: &json!({"test": "t"}),
+            validity: Validity::Invalid,
+            checks: &checks,
+            events: &[],
+            nemesis: &[],
+            checker_html: None,
+        });
+        let section = &page[page.find("Lost acknowledged writes").unwrap()..];
+        assert!(
+            section.contains("40 acknowledged writes checked"),
+            "{section}"
+        );
+        assert!(section.contains("3 of 3 written keys"), "{section}");
+        for text in [
+            "k7",
+            "x3-12",
+            "1.500 s",
+            "1.750 s",
+            "k8",
+            "never &lt;written&gt;",
+        ] {
+            assert!(section.contains(text), "{text} missing from {section}");
+        }
     }
 }

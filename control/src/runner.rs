@@ -1,5 +1,13 @@
 //! The test runner: provision, install, run clients and the nemesis schedule, heal, recover,
-//! collect logs, tear down, check, write the results folder.
+//! final reads, collect logs, tear down, check, write the results folder.
+//!
+//! The final-read phase (Jepsen's final reads): once the last fault is healed and the
+//! recovery period has passed, the generator's clients stop, and fresh processes read every
+//! key a write was ever invoked on, each until one read is ok (bounded attempts, each on the
+//! next node with a new process). Those reads go into the history as ordinary operations
+//! marked `phase: "final-read"`, so the linearizability checker judges them and the
+//! lost-writes check ([`crate::analyze::lost_writes`]) compares every acknowledged write
+//! with them.
 //!
 //! Every exit path after provisioning runs the same tail — heal everything, stop clients,
 //! collect logs, tear the cluster down — whether the run finished, failed or was interrupted
@@ -18,13 +26,13 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::analyze::{self, Validity};
+use crate::analyze::{self, lost_writes, Validity};
 use crate::client::{ClientFactory, Completion, Workload};
 use crate::cluster::hosts::{SshCluster, SshClusterOptions};
 use crate::cluster::local::{LocalCluster, LocalOptions};
 use crate::cluster::{Cluster, ClusterError, Node};
 use crate::db::{self, Db};
-use crate::history::{Event, EventType, HistoryWriter, TestClock};
+use crate::history::{Event, EventType, HistoryWriter, TestClock, FINAL_READ_PHASE};
 use crate::nemesis::apply::ClusterNemesis;
 use crate::nemesis::schedule::Schedule;
 use crate::nemesis::{Fault, Nemesis, NemesisEvent, NemesisKind};
@@ -322,7 +330,41 @@ struct Shared {
     ops: AtomicU64,
     ok: AtomicU64,
     current: Mutex<String>,
+    /// Keys a write was invoked on: the final-read phase reads each of them.
+    written: Mutex<BTreeSet<String>>,
+    /// One past the highest process id handed out so far: fresh processes start here.
+    next_process: AtomicU64,
+    /// Keys the final-read phase has read (ok).
+    final_reads_ok: AtomicU64,
 }
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            stop: AtomicBool::new(false),
+            ops: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            current: Mutex::new("none".into()),
+            written: Mutex::new(BTreeSet::new()),
+            next_process: AtomicU64::new(0),
+            final_reads_ok: AtomicU64::new(0),
+        }
+    }
+
+    /// A process id never used before in this run.
+    fn fresh_process(&self) -> u64 {
+        self.next_process.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+/// Attempts per key in the final-read phase before its key is given up (left unread, which
+/// makes the lost-writes check unknown).
+pub const FINAL_READ_ATTEMPTS_MAX: u32 = 20;
+/// Pause after a final read that was not ok, before the next attempt.
+const FINAL_READ_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// The whole final-read phase ends by then, read or not (a cluster that never recovers must
+/// not hold the run).
+pub const FINAL_READ_PHASE_MAX: Duration = Duration::from_secs(60);
 
 /// Runs one test with the Db and workload named in `options`.
 pub fn run_test(options: &TestOptions, interrupted: &AtomicBool) -> Result<Outcome, RunError> {
@@ -367,8 +409,7 @@ pub fn run_test_with(
         clock,
         events: Vec::new(),
     };
-    let mut errors = Vec::new();
-    if let Err(e) = drive(
+    let mut errors = match drive(
         &*cluster,
         db,
         workload,
@@ -377,8 +418,9 @@ pub fn run_test_with(
         &mut log,
         interrupted,
     ) {
-        errors.push(e.to_string());
-    }
+        Ok(problems) => problems,
+        Err(e) => vec![e.to_string()],
+    };
     for node in cluster.nodes() {
         if let Err(e) = db.stop(&*cluster, node) {
             errors.push(format!("stopping {}: {e}", node.name));
@@ -422,8 +464,9 @@ pub fn run_test_with(
     })
 }
 
-/// Install, start, run clients and nemesis, final heal and recovery. Always heals before
-/// returning once the nemesis is set up.
+/// Install, start, run clients and nemesis, final heal, recovery and final reads. Always heals
+/// before returning once the nemesis is set up. Returns the problems that did not stop the
+/// run but make it no evidence: a final-read phase that could not read every written key.
 fn drive(
     cluster: &dyn Cluster,
     db: &dyn Db,
@@ -432,7 +475,7 @@ fn drive(
     history: &HistoryWriter,
     log: &mut NemesisLog,
     interrupted: &AtomicBool,
-) -> Result<(), RunError> {
+) -> Result<Vec<String>, RunError> {
     let nodes = cluster.nodes().to_vec();
     thread::scope(|scope| {
         let handles: Vec<_> = nodes
@@ -461,12 +504,12 @@ fn drive(
     let mut schedule = Schedule::new(options.seed, &options.nemesis, &names);
     schedule.faulty = options.faulty;
     schedule.healed = options.healed;
-    let shared = Shared {
-        stop: AtomicBool::new(false),
-        ops: AtomicU64::new(0),
-        ok: AtomicU64::new(0),
-        current: Mutex::new("none".into()),
-    };
+    let shared = Shared::new();
+    // Worker w runs processes w, w + concurrency, w + 2 * concurrency, ...; fresh processes
+    // (final readers) are counted from past the highest of those handed out.
+    shared
+        .next_process
+        .store(options.concurrency as u64, Ordering::SeqCst);
     let factory: Arc<dyn ClientFactory> = workload.clients(&nodes);
     let progress = if options.progress {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
@@ -479,28 +522,30 @@ fn drive(
     );
     let started = Instant::now();
     let mut result = Ok(());
+    let tick = |progress: &ProgressBar, shared: &Shared| {
+        let current = shared.current.lock().map(|c| c.clone()).unwrap_or_default();
+        progress.set_message(format!(
+            "ops {} (ok {}) | nemesis: {current}",
+            shared.ops.load(Ordering::Relaxed),
+            shared.ok.load(Ordering::Relaxed)
+        ));
+        progress.tick();
+    };
     thread::scope(|scope| {
-        for worker in 0..options.concurrency {
-            let context = ClientContext {
-                options,
-                history,
-                shared: &shared,
-                factory: &*factory,
-                workload,
-                node: &nodes[worker % nodes.len()],
-                netns: cluster.client_netns(),
-            };
-            scope.spawn(move || client_loop(worker, context));
-        }
-        let tick = |progress: &ProgressBar, shared: &Shared| {
-            let current = shared.current.lock().map(|c| c.clone()).unwrap_or_default();
-            progress.set_message(format!(
-                "ops {} (ok {}) | nemesis: {current}",
-                shared.ops.load(Ordering::Relaxed),
-                shared.ok.load(Ordering::Relaxed)
-            ));
-            progress.tick();
-        };
+        let workers: Vec<_> = (0..options.concurrency)
+            .map(|worker| {
+                let context = ClientContext {
+                    options,
+                    history,
+                    shared: &shared,
+                    factory: &*factory,
+                    workload,
+                    node: &nodes[worker % nodes.len()],
+                    netns: cluster.client_netns(),
+                };
+                scope.spawn(move || client_loop(worker, context))
+            })
+            .collect();
         // Sleeps until `deadline`, redrawing; false when interrupted.
         let wait = |deadline: Instant| -> bool {
             while Instant::now() < deadline {
@@ -522,7 +567,63 @@ fn drive(
         set_current(&shared, "none (recovery)");
         wait(Instant::now() + options.recovery);
         shared.stop.store(true, Ordering::SeqCst);
+        for worker in workers {
+            let _ = worker.join();
+        }
     });
+    // An interrupted run still reads finally: its verdict needs the reads, and they are
+    // bounded by FINAL_READ_PHASE_MAX.
+    let keys: Vec<String> = shared
+        .written
+        .lock()
+        .map(|k| k.iter().cloned().collect())
+        .unwrap_or_default();
+    let reading = Instant::now();
+    set_current(
+        &shared,
+        &format!("none (final reads of {} keys)", keys.len()),
+    );
+    let model = workload.model().to_string();
+    let context = FinalReadContext {
+        options,
+        history,
+        shared: &shared,
+        factory: &*factory,
+        nodes: &nodes,
+        netns: cluster.client_netns(),
+        model: &model,
+        deadline: reading + FINAL_READ_PHASE_MAX,
+    };
+    thread::scope(|scope| {
+        let readers: Vec<_> = final_read_assignments(&keys, options.concurrency)
+            .into_iter()
+            .enumerate()
+            .map(|(reader, keys)| {
+                let context = &context;
+                scope.spawn(move || final_reader(reader, &keys, context))
+            })
+            .collect();
+        while readers.iter().any(|r| !r.is_finished()) {
+            tick(&progress, &shared);
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let read = shared.final_reads_ok.load(Ordering::Relaxed);
+    eprintln!(
+        "control: final reads: {read} of {} written keys read in {:.1} s",
+        keys.len(),
+        reading.elapsed().as_secs_f64()
+    );
+    let mut problems = Vec::new();
+    if read < keys.len() as u64 {
+        problems.push(format!(
+            "final reads: only {read} of {} written keys could be read within {} attempts each \
+             and {} s in all",
+            keys.len(),
+            FINAL_READ_ATTEMPTS_MAX,
+            FINAL_READ_PHASE_MAX.as_secs()
+        ));
+    }
     progress.finish_and_clear();
     let _ = nemesis.remove();
     eprintln!(
@@ -531,7 +632,7 @@ fn drive(
         shared.ok.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
-    result
+    result.map(|()| problems)
 }
 
 /// The nemesis loop: until `end`, `healed` calm then one fault for `faulty`; then `heal_all`.
@@ -651,28 +752,23 @@ fn client_loop(worker: usize, context: ClientContext<'_>) {
             },
         };
         let op = generator.next_op(process);
-        let invoke = Event::new(
+        shared.next_process.fetch_max(process + 1, Ordering::SeqCst);
+        if let Some(key) = op.key.as_ref().filter(|_| !lost_writes::is_read(&op.f)) {
+            if let Ok(mut written) = shared.written.lock() {
+                if !written.contains(key) {
+                    written.insert(key.clone());
+                }
+            }
+        }
+        let performed = Performed {
+            history,
             process,
-            EventType::Invoke,
-            &op.f,
-            op.key.as_deref(),
-            op.value.clone(),
-        );
-        if history.record(invoke).is_err() {
-            return;
-        }
-        let completion = active.invoke(&op, options.op_timeout);
-        let (kind, value, error) = match completion {
-            Completion::Ok(value) => (EventType::Ok, value, None),
-            Completion::Fail(e) => (EventType::Fail, op.value.clone(), Some(e)),
-            Completion::Info(e) => (EventType::Info, op.value.clone(), Some(e)),
+            node,
+            phase: None,
         };
-        let mut done = Event::new(process, kind, &op.f, op.key.as_deref(), value);
-        done.error = error;
-        done.node = Some(node.name.clone());
-        if history.record(done).is_err() {
+        let Some(kind) = performed.perform(&mut **active, &op, options.op_timeout) else {
             return;
-        }
+        };
         shared.ops.fetch_add(1, Ordering::Relaxed);
         if kind == EventType::Ok {
             shared.ok.fetch_add(1, Ordering::Relaxed);
@@ -680,6 +776,134 @@ fn client_loop(worker: usize, context: ClientContext<'_>) {
         if kind == EventType::Info {
             process += concurrency;
             client = None;
+        }
+    }
+}
+
+/// Who performs an operation, where, and in which phase of the test.
+pub(crate) struct Performed<'a> {
+    pub history: &'a HistoryWriter,
+    pub process: u64,
+    /// The node the process's client talks to (recorded on the completion).
+    pub node: &'a Node,
+    /// The history's `phase` of both events (`None`: the generator's operations).
+    pub phase: Option<&'a str>,
+}
+
+impl Performed<'_> {
+    /// Records `op`'s invoke, performs it with `client` within `timeout`, and records its
+    /// completion: `ok` with the value the database returned, or `fail`/`info` with the
+    /// operation's own value and the error. `None` when the history cannot be written (full
+    /// or failing disk): the caller stops.
+    pub fn perform(
+        &self,
+        client: &mut dyn crate::client::Client,
+        op: &crate::client::Op,
+        timeout: Duration,
+    ) -> Option<EventType> {
+        let event = |kind, value| {
+            let mut event = Event::new(self.process, kind, &op.f, op.key.as_deref(), value);
+            event.phase = self.phase.map(String::from);
+            event
+        };
+        self.history
+            .record(event(EventType::Invoke, op.value.clone()))
+            .ok()?;
+        let (kind, value, error) = match client.invoke(op, timeout) {
+            Completion::Ok(value) => (EventType::Ok, value, None),
+            Completion::Fail(e) => (EventType::Fail, op.value.clone(), Some(e)),
+            Completion::Info(e) => (EventType::Info, op.value.clone(), Some(e)),
+        };
+        let mut done = event(kind, value);
+        done.error = error;
+        done.node = Some(self.node.name.clone());
+        self.history.record(done).ok()?;
+        Some(kind)
+    }
+}
+
+/// What the final readers work with.
+struct FinalReadContext<'a> {
+    options: &'a TestOptions,
+    history: &'a HistoryWriter,
+    shared: &'a Shared,
+    factory: &'a dyn ClientFactory,
+    nodes: &'a [Node],
+    netns: Option<String>,
+    /// The checker model (which read to make).
+    model: &'a str,
+    deadline: Instant,
+}
+
+/// Deals `keys` out to at most `readers` final readers, round robin (so each reader gets
+/// keys from every part of the run).
+pub(crate) fn final_read_assignments(keys: &[String], readers: usize) -> Vec<Vec<String>> {
+    let readers = readers.clamp(1, keys.len().max(1));
+    let mut assignments = vec![Vec::new(); readers.min(keys.len())];
+    for (i, key) in keys.iter().enumerate() {
+        assignments[i % readers].push(key.clone());
+    }
+    assignments
+}
+
+/// One final reader: reads each of its keys until a read is ok, at most
+/// [`FINAL_READ_ATTEMPTS_MAX`] times and not past the phase deadline. A read that is not ok
+/// retires its process (a fresh one continues, on the next node): an `info` read must not be
+/// followed by another operation of the same process, and a node that failed a read is
+/// likely to fail the next.
+fn final_reader(reader: usize, keys: &[String], context: &FinalReadContext<'_>) {
+    if let Some(ns) = &context.netns {
+        if let Err(e) = crate::netns::enter(ns) {
+            eprintln!("control: final reader {reader}: {e}");
+            return;
+        }
+    }
+    let nodes = context.nodes;
+    let mut node_index = reader;
+    let mut process = context.shared.fresh_process();
+    let mut client: Option<Box<dyn crate::client::Client>> = None;
+    for key in keys {
+        let Some(op) = crate::workload::final_read_op(context.model, key) else {
+            return;
+        };
+        for _ in 0..FINAL_READ_ATTEMPTS_MAX {
+            if Instant::now() >= context.deadline {
+                return;
+            }
+            let node = &nodes[node_index % nodes.len()];
+            let active = match &mut client {
+                Some(c) => c,
+                None => match context.factory.open(node, process) {
+                    Ok(c) => client.insert(c),
+                    Err(e) => {
+                        eprintln!("control: final reader {reader}, process {process}: {e}");
+                        node_index += 1;
+                        thread::sleep(FINAL_READ_RETRY_PAUSE);
+                        continue;
+                    }
+                },
+            };
+            let performed = Performed {
+                history: context.history,
+                process,
+                node,
+                phase: Some(FINAL_READ_PHASE),
+            };
+            let Some(kind) = performed.perform(&mut **active, &op, context.options.op_timeout)
+            else {
+                return;
+            };
+            if kind == EventType::Ok {
+                context
+                    .shared
+                    .final_reads_ok
+                    .fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            process = context.shared.fresh_process();
+            client = None;
+            node_index += 1;
+            thread::sleep(FINAL_READ_RETRY_PAUSE);
         }
     }
 }
@@ -763,6 +987,20 @@ mod tests {
         let phases: Vec<&str> = log.events.iter().map(|e| e.phase.as_str()).collect();
         assert_eq!(phases, ["start", "stop", "heal-all"]);
         assert!(nemesis.active.is_empty());
+    }
+
+    #[test]
+    fn final_reads_cover_every_key_once_spread_over_readers() {
+        let keys: Vec<String> = (0..7).map(|i| format!("k{i}")).collect();
+        let assignments = final_read_assignments(&keys, 3);
+        assert_eq!(assignments.len(), 3);
+        assert_eq!(assignments[0], ["k0", "k3", "k6"]);
+        let mut all: Vec<String> = assignments.concat();
+        all.sort();
+        assert_eq!(all, keys);
+        // Never more readers than keys, and none for no keys.
+        assert_eq!(final_read_assignments(&keys[..2], 10).len(), 2);
+        assert!(final_read_assignments(&[], 4).is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
+use crate::analyze::lost_writes::Semantics;
 use crate::client::{Client, ClientFactory, Completion, Generator, Op, Workload};
 use crate::cluster::Node;
 use crate::db::STANDIN_PORT;
@@ -70,6 +71,21 @@ impl Generator for KvGenerator {
             },
         }
     }
+}
+
+/// The read the final-read phase makes of `key` for a workload checked with checker model
+/// `model`: `get` for `kv`, `read` for the registers. `None` for a model whose writes the
+/// lost-writes check cannot judge (the runner then skips the phase).
+pub fn final_read_op(model: &str, key: &str) -> Option<Op> {
+    let f = match Semantics::for_model(model)? {
+        Semantics::Kv => "get",
+        Semantics::Register => "read",
+    };
+    Some(Op {
+        f: f.into(),
+        key: Some(key.to_string()),
+        value: Value::Null,
+    })
 }
 
 /// The `kv` workload against the stand-in: [`KvGenerator`] over 5 keys at a time, UDP
@@ -194,6 +210,16 @@ impl Client for StandinClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn final_reads_use_the_model_s_read() {
+        assert_eq!(final_read_op("kv", "k3").unwrap().f, "get");
+        for model in ["register", "cas-register"] {
+            let op = final_read_op(model, "r1").unwrap();
+            assert_eq!((op.f.as_str(), op.key.as_deref()), ("read", Some("r1")));
+        }
+        assert!(final_read_op("set", "s").is_none());
+    }
 
     #[test]
     fn generated_writes_are_unique_and_replayable() {

@@ -8,36 +8,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use control::analyze::Validity;
-use control::cluster::local::check_prerequisites;
 
 fn ready() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: etcd cluster tests need root (network namespaces)");
-        return false;
-    }
-    if let Err(e) = check_prerequisites() {
-        panic!("local cluster prerequisite missing: {e}");
-    }
-    for binary in [control::etcd::DEFAULT_BINARY, control::etcd::ETCDCTL] {
-        assert!(
-            Path::new(binary).exists(),
-            "{binary} is missing: install the Debian packages etcd-server and etcd-client \
-             (`make deps`)"
-        );
-    }
-    true
-}
-
-fn seed(default: u64) -> u64 {
-    std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    common::ready(&[control::etcd::DEFAULT_BINARY, control::etcd::ETCDCTL])
 }
 
 fn short_test(
@@ -47,28 +27,7 @@ fn short_test(
     root: &Path,
     seed: u64,
 ) -> control::runner::TestOptions {
-    let mut options = control::runner::TestOptions::new(name);
-    options.db = "etcd".into();
-    options.workload = workload.into();
-    options.nodes = 3;
-    options.time = Duration::from_secs(12);
-    options.faulty = Duration::from_secs(3);
-    options.healed = Duration::from_secs(1);
-    options.recovery = Duration::from_secs(2);
-    options.nemesis = control::nemesis::parse_kinds(nemesis).unwrap();
-    options.concurrency = 6;
-    options.rate = 300;
-    options.results_root = root.to_path_buf();
-    options.progress = false;
-    options.seed = seed;
-    options
-}
-
-fn ops_ok(run_dir: &Path) -> u64 {
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).unwrap())
-            .unwrap();
-    results["ops"]["ok"].as_u64().unwrap_or(0)
+    common::short_test(name, "etcd", workload, nemesis, root, common::seed(seed))
 }
 
 #[test]
@@ -77,28 +36,15 @@ fn etcd_with_linearizable_reads_checks_valid_under_partitions_kills_and_pauses()
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let not_interrupted = AtomicBool::new(false);
-    let options = short_test(
-        "etcd-kv",
-        "kv",
-        "partition,kill,pause",
-        root.path(),
-        seed(11),
-    );
-    let outcome = control::runner::run_test(&options, &not_interrupted).unwrap();
-    assert_eq!(outcome.validity, Validity::Valid, "{outcome:?}");
-    let ok = ops_ok(&outcome.run_dir);
-    assert!(ok > 200, "only {ok} ok operations");
-    for node in ["n1", "n2", "n3"] {
-        assert!(
-            outcome
-                .run_dir
-                .join("nodes")
-                .join(node)
-                .join("etcd.log")
-                .exists(),
-            "no etcd log collected from {node}"
+    for workload in ["kv", "register"] {
+        let options = short_test(
+            &format!("etcd-{workload}"),
+            workload,
+            "partition,kill,pause",
+            root.path(),
+            11,
         );
+        common::assert_valid_short_run(&options, "etcd.log");
     }
 }
 
@@ -109,10 +55,11 @@ fn etcd_serializable_reads_under_partitions_are_caught() {
     }
     let root = tempfile::tempdir().unwrap();
     let not_interrupted = AtomicBool::new(false);
-    let mut options = short_test("etcd-serializable", "kv", "partition", root.path(), seed(5));
+    let mut options = short_test("etcd-serializable", "kv", "partition", root.path(), 5);
     options.reads = Some("serializable".into());
     let outcome = control::runner::run_test(&options, &not_interrupted).unwrap();
     assert_eq!(outcome.validity, Validity::Invalid, "{outcome:?}");
+    common::assert_final_reads_cover_every_written_key(&outcome.run_dir);
 }
 
 #[test]

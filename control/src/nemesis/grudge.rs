@@ -60,24 +60,42 @@ pub fn bridge<R: Rng>(nodes: &[String], rng: &mut R) -> Grudge {
     complete_grudge(&[left.to_vec(), right.to_vec()])
 }
 
-/// Every node sees a majority (itself and its nearest neighbours on a random ring), but no two
-/// nodes see the same majority (for 4 nodes or more). Symmetric: a sees b iff b sees a.
+/// Every node hears from a majority (itself and its nearest neighbours on a random ring), but
+/// no two nodes hear from the same majority, so every node is cut off from someone.
+///
+/// With 4 nodes or more the ring is symmetric: a node hears from the nodes within the
+/// smallest radius that holds a majority (a hears b iff b hears a). With 3 nodes no symmetric
+/// grudge can do it (each node would need exactly one partner, and 3 nodes cannot pair up),
+/// so the ring is directed: each node hears from itself and its successor and drops its
+/// predecessor. Note that a one-way drop breaks a connection-based link (QUIC, TCP) both
+/// ways, because the handshake needs both directions; over such transports the directed ring
+/// on 3 nodes cuts every link. With 2 nodes or fewer a majority is everyone: no partition.
 pub fn majorities_ring<R: Rng>(nodes: &[String], rng: &mut R) -> Grudge {
     let n = nodes.len();
     let mut ring = nodes.to_vec();
     ring.shuffle(rng);
     let majority = n / 2 + 1;
+    if majority >= n {
+        return Grudge::new();
+    }
     // A window of radius r holds 2r+1 nodes; the smallest r that still holds a majority.
     let radius = (majority - 1).div_ceil(2);
+    let symmetric = 2 * radius + 1 < n;
     let mut grudge = Grudge::new();
     for (i, node) in ring.iter().enumerate() {
+        let hears = |j: usize| {
+            if symmetric {
+                let distance = i.abs_diff(j).min(n - i.abs_diff(j));
+                distance <= radius
+            } else {
+                // Forward along the ring: itself and the next majority - 1 nodes.
+                (j + n - i) % n < majority
+            }
+        };
         let drops: BTreeSet<String> = ring
             .iter()
             .enumerate()
-            .filter(|(j, _)| {
-                let distance = i.abs_diff(*j).min(n - i.abs_diff(*j));
-                distance > radius
-            })
+            .filter(|(j, _)| !hears(*j))
             .map(|(_, other)| other.clone())
             .collect();
         if !drops.is_empty() {
@@ -162,12 +180,13 @@ mod tests {
 
     #[test]
     fn majorities_ring_gives_each_node_a_distinct_majority() {
-        for n in [4usize, 5, 6, 7, 9] {
+        for n in [3usize, 4, 5, 6, 7, 9] {
             for seed in 0..20 {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let nodes = names(n);
                 let g = majorities_ring(&nodes, &mut rng);
-                assert!(symmetric(&g), "n={n} SEED={seed}");
+                // Symmetric wherever a symmetric ring exists (4 nodes or more).
+                assert_eq!(symmetric(&g), n >= 4, "n={n} SEED={seed} {g:?}");
                 let views: Vec<BTreeSet<String>> =
                     nodes.iter().map(|x| visible(&nodes, &g, x)).collect();
                 for view in &views {
@@ -176,6 +195,73 @@ mod tests {
                 }
                 let distinct: BTreeSet<&BTreeSet<String>> = views.iter().collect();
                 assert_eq!(distinct.len(), n, "n={n} SEED={seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn majorities_ring_on_two_nodes_or_fewer_is_no_partition() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for n in 0..=2 {
+            assert!(majorities_ring(&names(n), &mut rng).is_empty(), "n={n}");
+        }
+    }
+
+    /// Nodes that hear from everyone under `grudge`.
+    fn uncut(nodes: &[String], grudge: &Grudge) -> Vec<String> {
+        nodes
+            .iter()
+            .filter(|n| visible(nodes, grudge, n).len() == nodes.len())
+            .cloned()
+            .collect()
+    }
+
+    /// Every partition shape on 3, 4 and 5 nodes is a real partition: every node is cut off
+    /// from someone (but the bridge node, which by definition hears both sides), and the
+    /// grudge is symmetric for every shape but the 3-node majorities ring.
+    #[test]
+    fn every_shape_cuts_every_node_on_3_4_and_5_nodes() {
+        for n in [3usize, 4, 5] {
+            let nodes = names(n);
+            for seed in 0..30 {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let halves = random_halves(&nodes, &mut rng);
+                assert!(symmetric(&halves), "halves n={n} SEED={seed} {halves:?}");
+                assert!(
+                    uncut(&nodes, &halves).is_empty(),
+                    "halves n={n} SEED={seed}"
+                );
+                let mut sizes: Vec<usize> = nodes
+                    .iter()
+                    .map(|x| visible(&nodes, &halves, x).len())
+                    .collect();
+                sizes.sort();
+                assert_eq!(sizes[0], n / 2, "halves n={n} SEED={seed}");
+                assert_eq!(sizes[n - 1], n - n / 2, "halves n={n} SEED={seed}");
+
+                let target = nodes[seed as usize % n].clone();
+                let isolated = isolate(&nodes, &target);
+                assert!(symmetric(&isolated), "isolate n={n}");
+                assert!(uncut(&nodes, &isolated).is_empty(), "isolate n={n}");
+                assert_eq!(visible(&nodes, &isolated, &target).len(), 1);
+
+                let bridged = bridge(&nodes, &mut rng);
+                assert!(symmetric(&bridged), "bridge n={n} SEED={seed} {bridged:?}");
+                let middle = uncut(&nodes, &bridged);
+                assert_eq!(middle.len(), 1, "bridge n={n} SEED={seed} {bridged:?}");
+                for node in nodes.iter().filter(|x| **x != middle[0]) {
+                    assert!(
+                        visible(&nodes, &bridged, node).contains(&middle[0]),
+                        "bridge n={n} SEED={seed}: {node} must hear the bridge"
+                    );
+                }
+
+                let ring = majorities_ring(&nodes, &mut rng);
+                assert_eq!(symmetric(&ring), n >= 4, "ring n={n} SEED={seed} {ring:?}");
+                assert!(
+                    uncut(&nodes, &ring).is_empty(),
+                    "ring n={n} SEED={seed} {ring:?}"
+                );
             }
         }
     }
