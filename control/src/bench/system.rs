@@ -8,8 +8,9 @@
 //!   endpoint. Neither pays a forwarding hop.
 //! * `all`: clients are spread over every member. etcd's client balances its requests over
 //!   all endpoints, and followers forward writes to the leader and run ReadIndex for
-//!   linearizable reads. Each of our clients sends every request first to its home member;
-//!   a follower answers with a leader hint and the client retries there.
+//!   linearizable reads. Each of our clients sends every request first to its home member: a
+//!   follower serves a read itself after a ReadIndex round forwarded to the leader (still
+//!   linearizable), and answers a write with a leader hint, so the client retries it there.
 //!
 //! Both systems share one connection per member among all logical clients (one QUIC
 //! connection for ours, one HTTP/2 connection for etcd), multiplexing their requests.
@@ -90,10 +91,10 @@ impl Connect {
                  and follow leader hints); one shared connection per member for all clients"
             }
             Connect::All => {
-                "all members: clients are spread over the 3 members (etcd balances over all \
-                 endpoints and followers forward writes and run ReadIndex; our followers answer \
-                 with a leader hint and the client retries at the leader); one shared connection \
-                 per member for all clients"
+                "all members: clients are spread over the 3 members; followers of both serve \
+                 linearizable reads after a ReadIndex round with the leader; etcd's followers \
+                 forward writes to the leader, ours answer a write with a leader hint and the \
+                 client retries it at the leader; one shared connection per member for all clients"
             }
         }
     }
