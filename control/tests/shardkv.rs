@@ -1,7 +1,8 @@
 //! End-to-end against the sharded store: a controller group and three replica groups as real
 //! `node` daemons on a local namespace cluster (several daemons per node), clients over every
-//! shard, random Join/Leave/Move while partitions cut nodes, checked; and the keep-serving
-//! mutation (a group keeps serving a shard it handed over), which the same checks must catch.
+//! shard, random Join/Leave/Move while partitions, kills and pauses hit nodes, checked; and the
+//! keep-serving mutation (a group keeps serving a shard it handed over), which the same checks
+//! must catch.
 //!
 //! Needs root and `make deps` (see local_cluster.rs), and the `node` binary built into the
 //! same target directory (`make test` builds every binary first).
@@ -111,7 +112,9 @@ fn sharded_store_stays_linearizable_through_reconfigurations_and_partitions() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let options = short("shardkv", root.path(), None);
+    let mut options = short("shardkv", root.path(), None);
+    // Partitions, kill -9 / restart and pause / resume of whole nodes (every daemon on them).
+    options.nemesis = control::nemesis::parse_kinds("all").unwrap();
     let shard = ShardOptions {
         reconfigure_every: Duration::from_secs(2),
         ..ShardOptions::default()
@@ -132,6 +135,18 @@ fn sharded_store_stays_linearizable_through_reconfigurations_and_partitions() {
         options.seed
     );
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    // Every fault was applied and undone on all the daemons of its nodes.
+    let faults: Vec<serde_json::Value> =
+        std::fs::read_to_string(outcome.run_dir.join("nemesis.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &serde_json::Value| !e["kind"].is_null())
+            .collect();
+    assert!(faults.len() >= 4, "SEED={}: {faults:?}", options.seed);
+    for fault in &faults {
+        assert!(fault["error"].is_null(), "SEED={}: {fault}", options.seed);
+    }
     let changes = recorded_reconfigurations(&outcome.run_dir);
     let ok = changes
         .iter()
