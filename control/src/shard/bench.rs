@@ -332,19 +332,7 @@ fn measure(
             let mut reconfigurer = Reconfigurer::new(controller, servers);
             while let Ok(Some(change)) = ask_rx.recv() {
                 let started = Instant::now();
-                let outcome = match &change {
-                    Reconfig::Join { gids } => {
-                        let groups = gids
-                            .iter()
-                            .map(|g| (*g, reconfigurer.servers.get(g).cloned().unwrap_or_default()))
-                            .collect();
-                        reconfigurer.controller.join(&groups)
-                    }
-                    Reconfig::Leave { gids } => reconfigurer.controller.leave(gids),
-                    Reconfig::Move { shard, gid } => {
-                        reconfigurer.controller.move_shard(*shard, *gid)
-                    }
-                };
+                let outcome = reconfigurer.request(&change);
                 let request_ms = started.elapsed().as_secs_f64() * 1e3;
                 let config = reconfigurer.controller.query().ok();
                 if answer_tx.send(Ok((outcome, request_ms, config))).is_err() {

@@ -163,11 +163,10 @@ impl<'a> Reconfigurer<'a> {
         }
     }
 
-    /// Issues `change`; `now` reads the test clock. The joined set follows the controller's
-    /// latest configuration when it answers, else the change's own effect when it was ok.
-    pub fn apply(&mut self, change: Reconfig, now: &dyn Fn() -> u64) -> ReconfigEvent {
-        let time = now();
-        let outcome = match &change {
+    /// Sends `change` to the controller (a Join carries the groups' servers) and nothing else:
+    /// no bookkeeping, no query afterwards.
+    pub fn request(&mut self, change: &Reconfig) -> CtrlOutcome {
+        match change {
             Reconfig::Join { gids } => {
                 let groups: BTreeMap<Gid, Vec<String>> = gids
                     .iter()
@@ -177,7 +176,14 @@ impl<'a> Reconfigurer<'a> {
             }
             Reconfig::Leave { gids } => self.controller.leave(gids),
             Reconfig::Move { shard, gid } => self.controller.move_shard(*shard, *gid),
-        };
+        }
+    }
+
+    /// Issues `change`; `now` reads the test clock. The joined set follows the controller's
+    /// latest configuration when it answers, else the change's own effect when it was ok.
+    pub fn apply(&mut self, change: Reconfig, now: &dyn Fn() -> u64) -> ReconfigEvent {
+        let time = now();
+        let outcome = self.request(&change);
         let end_time = now();
         if outcome == CtrlOutcome::Ok {
             match &change {
