@@ -21,17 +21,19 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::analyze::{self, Validity};
-use crate::client::{ClientFactory, Completion, Generator, Op};
+use crate::client::{ClientFactory, Generator, Op};
 use crate::cluster::hosts::{SshCluster, SshClusterOptions};
 use crate::cluster::local::{LocalCluster, LocalOptions};
 use crate::cluster::{Cluster, Node};
 use crate::db::{self, Db};
-use crate::history::{self, Event, EventType, HistoryWriter, TestClock};
+use crate::history::{self, EventType, HistoryWriter, TestClock, FINAL_READ_PHASE};
 use crate::nemesis::apply::ClusterNemesis;
 use crate::nemesis::schedule::Schedule;
 use crate::nemesis::{Fault, Nemesis, NemesisEvent};
 use crate::results::RunDir;
-use crate::runner::{ClusterChoice, Outcome, RunError, TestOptions};
+use crate::runner::{
+    ClusterChoice, Outcome, Performed, RunError, TestOptions, FINAL_READ_ATTEMPTS_MAX,
+};
 
 use super::db::{ShardCerts, ShardDb};
 use super::generator::ShardKvGenerator;
@@ -283,7 +285,13 @@ pub(crate) fn client_loop(
             },
         };
         let op = generator.next_op(process);
-        let Some(kind) = perform(history, process, &op, &mut **active, op_timeout, node) else {
+        let performed = Performed {
+            history,
+            process,
+            node,
+            phase: None,
+        };
+        let Some(kind) = performed.perform(&mut **active, &op, op_timeout) else {
             return;
         };
         shared.ops.fetch_add(1, Ordering::Relaxed);
@@ -295,35 +303,6 @@ pub(crate) fn client_loop(
             client = None;
         }
     }
-}
-
-/// Records the invoke, performs `op`, records its completion; None if the history is broken.
-pub(crate) fn perform(
-    history: &HistoryWriter,
-    process: u64,
-    op: &Op,
-    client: &mut dyn crate::client::Client,
-    op_timeout: Duration,
-    node: &Node,
-) -> Option<EventType> {
-    let invoke = Event::new(
-        process,
-        EventType::Invoke,
-        &op.f,
-        op.key.as_deref(),
-        op.value.clone(),
-    );
-    history.record(invoke).ok()?;
-    let (kind, value, error) = match client.invoke(op, op_timeout) {
-        Completion::Ok(value) => (EventType::Ok, value, None),
-        Completion::Fail(e) => (EventType::Fail, op.value.clone(), Some(e)),
-        Completion::Info(e) => (EventType::Info, op.value.clone(), Some(e)),
-    };
-    let mut done = Event::new(process, kind, &op.f, op.key.as_deref(), value);
-    done.error = error;
-    done.node = Some(node.name.clone());
-    history.record(done).ok()?;
-    Some(kind)
 }
 
 /// Sleeps until `deadline` unless interrupted or stopped; false when cut short.
@@ -674,8 +653,9 @@ fn join_all(
     Err(format!("not every group joined in time: {last}"))
 }
 
-/// After the recovery phase: one more get of every key ever written, each by a fresh process,
-/// so the lost-writes check sees every key (not only the last window's).
+/// After the recovery phase: the final-read phase (history phase `final-read`): a get of every
+/// key ever written until one is ok, each reader on fresh processes, so the lost-writes check
+/// compares every acknowledged write with its key's final value.
 fn final_reads(
     history: &HistoryWriter,
     factory: &dyn ClientFactory,
@@ -709,7 +689,7 @@ fn final_reads(
                 let mut process = base + t as u64;
                 let mut client = None;
                 for key in keys.iter().skip(t).step_by(threads) {
-                    for _attempt in 0..3 {
+                    for _attempt in 0..FINAL_READ_ATTEMPTS_MAX {
                         let active = match &mut client {
                             Some(c) => c,
                             None => match factory.open(node, process) {
@@ -722,20 +702,21 @@ fn final_reads(
                             key: Some(key.clone()),
                             value: Value::Null,
                         };
-                        match perform(
+                        let performed = Performed {
                             history,
                             process,
-                            &op,
-                            &mut **active,
-                            options.op_timeout,
                             node,
-                        ) {
+                            phase: Some(FINAL_READ_PHASE),
+                        };
+                        match performed.perform(&mut **active, &op, options.op_timeout) {
                             Some(EventType::Ok) => break,
-                            Some(EventType::Info) => {
+                            // A read that is not ok retires its process: an `info` must not
+                            // be followed by another operation of the same process.
+                            Some(_) => {
                                 process += threads as u64;
                                 client = None;
+                                thread::sleep(Duration::from_millis(250));
                             }
-                            Some(_) => {}
                             None => return,
                         }
                     }
