@@ -34,6 +34,20 @@ pub struct ShardKvGenerator {
     ops_per_window: u64,
     /// Updates are puts only (benchmarks: values keep their size, as YCSB's updates do).
     puts_only: bool,
+    /// Half the operations go to the window's first [`HOT_KEYS`] keys (the shards the
+    /// reconfiguration nemesis moves most), so operations meet every move; off for benchmarks.
+    hot: bool,
+}
+
+/// Keys per window that get half the operations: the [`hot_shards`].
+pub const HOT_KEYS: u64 = 2;
+
+/// The shards of the hot keys: moved most often by the reconfiguration nemesis, so a group
+/// that keeps serving a shard it handed over meets reads and writes right after the move.
+pub fn hot_shards() -> Vec<usize> {
+    (0..HOT_KEYS)
+        .map(|i| key_to_shard(&ShardKvGenerator::key(i)))
+        .collect()
 }
 
 impl ShardKvGenerator {
@@ -48,12 +62,14 @@ impl ShardKvGenerator {
             read_percent: read_percent.min(100),
             ops_per_window: Self::OPS_PER_KEY_WINDOW,
             puts_only: false,
+            hot: true,
         }
     }
 
     /// Never rotates keys (a benchmark's fixed key set).
     pub fn fixed_keys(mut self) -> Self {
         self.ops_per_window = u64::MAX;
+        self.hot = false;
         self
     }
 
@@ -72,7 +88,12 @@ impl ShardKvGenerator {
 impl Generator for ShardKvGenerator {
     fn next_op(&mut self, process: u64) -> Op {
         let window = self.counter / self.ops_per_window;
-        let index = window * self.keys + self.rng.gen_range(0..self.keys);
+        let slot = if self.hot && self.rng.gen_bool(0.5) {
+            self.rng.gen_range(0..HOT_KEYS.min(self.keys))
+        } else {
+            self.rng.gen_range(0..self.keys)
+        };
+        let index = window * self.keys + slot;
         let key = Self::key(index);
         self.counter += 1;
         let unique = format!("x{process}-{}", self.counter);
@@ -113,6 +134,19 @@ mod tests {
             }
         }
         assert_eq!(shards.len(), SHARDS);
+        let hot = hot_shards();
+        assert_eq!(hot.len(), 2);
+        let mut generator = ShardKvGenerator::new(3, 10, 40);
+        let on_hot = (0..1000)
+            .filter(|i| {
+                let op = generator.next_op(i % 4);
+                hot.contains(&key_to_shard(op.key.as_deref().unwrap()))
+            })
+            .count();
+        assert!(
+            (530..670).contains(&on_hot),
+            "{on_hot} of 1000 on hot shards"
+        );
         assert!((300..500).contains(&gets), "{gets} gets of 1000 at 40%");
     }
 

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::generator::SHARDS;
+use super::generator::{hot_shards, SHARDS};
 use super::layout::Gid;
 
 /// One configuration change.
@@ -113,7 +113,8 @@ impl ReconfigSchedule {
             choices.push("leave");
         }
         if !inside.is_empty() {
-            choices.push("move");
+            // Moves weigh double: they are what hands a shard over under live traffic.
+            choices.extend(["move", "move"]);
         }
         Some(match *choices.choose(&mut self.rng)? {
             "join" => Reconfig::Join {
@@ -122,8 +123,14 @@ impl ReconfigSchedule {
             "leave" => Reconfig::Leave {
                 gids: vec![*inside.choose(&mut self.rng)?],
             },
+            // Three moves in four take a hot shard (half the workload's operations), so
+            // reads and writes follow the move at once.
             _ => Reconfig::Move {
-                shard: self.rng.gen_range(0..SHARDS),
+                shard: if self.rng.gen_bool(0.75) {
+                    *hot_shards().choose(&mut self.rng)?
+                } else {
+                    self.rng.gen_range(0..SHARDS)
+                },
                 gid: *inside.choose(&mut self.rng)?,
             },
         })
