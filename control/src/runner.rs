@@ -274,7 +274,8 @@ pub fn choose(options: &TestOptions) -> Result<DbAndWorkload, RunError> {
     }
 }
 
-fn provision(
+/// The cluster `options` asks for (also the shardkv driver's); `tag_hint` names it.
+pub(crate) fn provision(
     options: &TestOptions,
     tag_hint: Option<String>,
 ) -> Result<Box<dyn Cluster>, RunError> {

@@ -238,7 +238,7 @@ pub fn run_bench(
     let run_dir = bench_dir(&options.test.results_root)?;
     let dir = run_dir.path.clone();
     eprintln!("control: bench-shardkv results in {}", dir.display());
-    let mut cluster = run::provision(&options.test)?;
+    let mut cluster = crate::runner::provision(&options.test, None)?;
     let layout =
         Layout::new(cluster.nodes(), max_groups).map_err(|e| RunError::BadOption(e.to_string()))?;
     let db = ShardDb::new(

@@ -22,8 +22,6 @@ use serde_json::{json, Value};
 
 use crate::analyze::{self, Validity};
 use crate::client::{ClientFactory, Generator, Op};
-use crate::cluster::hosts::{SshCluster, SshClusterOptions};
-use crate::cluster::local::{LocalCluster, LocalOptions};
 use crate::cluster::{Cluster, Node};
 use crate::db::{self, Db};
 use crate::history::{self, EventType, HistoryWriter, TestClock, FINAL_READ_PHASE};
@@ -31,9 +29,7 @@ use crate::nemesis::apply::ClusterNemesis;
 use crate::nemesis::schedule::Schedule;
 use crate::nemesis::{Fault, Nemesis, NemesisEvent};
 use crate::results::RunDir;
-use crate::runner::{
-    ClusterChoice, Outcome, Performed, RunError, TestOptions, FINAL_READ_ATTEMPTS_MAX,
-};
+use crate::runner::{Outcome, Performed, RunError, TestOptions, FINAL_READ_ATTEMPTS_MAX};
 
 use super::db::{ShardCerts, ShardDb};
 use super::generator::ShardKvGenerator;
@@ -137,26 +133,6 @@ impl EventLog {
         self.write(line, Some(&event));
         self.reconfigurations.push(event);
     }
-}
-
-pub(crate) fn provision(options: &TestOptions) -> Result<Box<dyn Cluster>, RunError> {
-    Ok(match &options.cluster {
-        ClusterChoice::Local => Box::new(LocalCluster::provision(&LocalOptions {
-            nodes: options.nodes,
-            tag: None,
-            subnet: None,
-        })?),
-        ClusterChoice::Ssh {
-            hosts,
-            user,
-            key,
-            known_hosts,
-        } => {
-            let ssh =
-                SshClusterOptions::from_hosts_file(hosts, user, key.clone(), known_hosts.clone())?;
-            Box::new(SshCluster::connect(ssh)?)
-        }
-    })
 }
 
 /// The `node` binary: the option, else beside this executable.
@@ -333,7 +309,7 @@ pub fn run_shard_test(
     eprintln!("SEED={}", options.seed);
     let run = RunDir::create(&options.results_root, &options.name, chrono::Local::now())?;
     eprintln!("control: results in {}", run.path.display());
-    let mut cluster = provision(options)?;
+    let mut cluster = crate::runner::provision(options, None)?;
     let layout = Layout::new(cluster.nodes(), shard.groups)
         .map_err(|e| RunError::BadOption(e.to_string()))?;
     eprintln!(
