@@ -98,6 +98,13 @@ impl ReconfigSchedule {
 
     /// The next change given the groups joined now; `None` when there are no groups.
     pub fn next(&mut self, joined: &BTreeSet<Gid>) -> Option<Reconfig> {
+        self.next_with_owners(joined, &[])
+    }
+
+    /// [`ReconfigSchedule::next`] knowing each shard's owner (`owners[shard]`, as the latest
+    /// configuration says): a move takes its shard to another group than its owner when one is
+    /// joined (a move to the owner changes nothing).
+    pub fn next_with_owners(&mut self, joined: &BTreeSet<Gid>, owners: &[Gid]) -> Option<Reconfig> {
         let out: Vec<Gid> = self
             .gids
             .iter()
@@ -125,14 +132,24 @@ impl ReconfigSchedule {
             },
             // Three moves in four take a hot shard (half the workload's operations), so
             // reads and writes follow the move at once.
-            _ => Reconfig::Move {
-                shard: if self.rng.gen_bool(0.75) {
+            _ => {
+                let shard = if self.rng.gen_bool(0.75) {
                     *hot_shards().choose(&mut self.rng)?
                 } else {
                     self.rng.gen_range(0..SHARDS)
-                },
-                gid: *inside.choose(&mut self.rng)?,
-            },
+                };
+                let owner = owners.get(shard).copied();
+                let others: Vec<Gid> = inside
+                    .iter()
+                    .copied()
+                    .filter(|g| Some(*g) != owner)
+                    .collect();
+                let targets = if others.is_empty() { &inside } else { &others };
+                Reconfig::Move {
+                    shard,
+                    gid: *targets.choose(&mut self.rng)?,
+                }
+            }
         })
     }
 }
@@ -159,6 +176,8 @@ pub struct Reconfigurer<'a> {
     pub servers: BTreeMap<Gid, Vec<String>>,
     /// Groups joined as of the last answer.
     pub joined: BTreeSet<Gid>,
+    /// Each shard's owner in the latest configuration seen (empty before the first).
+    pub owners: Vec<Gid>,
 }
 
 impl<'a> Reconfigurer<'a> {
@@ -167,6 +186,7 @@ impl<'a> Reconfigurer<'a> {
             controller,
             servers,
             joined: BTreeSet::new(),
+            owners: Vec::new(),
         }
     }
 
@@ -202,6 +222,8 @@ impl<'a> Reconfigurer<'a> {
         let config = self.controller.query().ok();
         if let Some(config) = &config {
             self.joined = config.groups.clone();
+            self.owners = config.shards.clone();
+            self.owners = config.shards.clone();
         }
         let (outcome, error) = match outcome {
             CtrlOutcome::Ok => ("ok", None),
@@ -223,6 +245,7 @@ impl<'a> Reconfigurer<'a> {
     pub fn missing_join(&mut self) -> Result<Option<Reconfig>, String> {
         let config = self.controller.query()?;
         self.joined = config.groups.clone();
+        self.owners = config.shards.clone();
         let gids: Vec<Gid> = self
             .servers
             .keys()
@@ -323,6 +346,33 @@ mod tests {
         assert!(ReconfigSchedule::new(1, &[])
             .next(&BTreeSet::new())
             .is_none());
+    }
+
+    #[test]
+    fn moves_take_shards_away_from_their_owner_and_mostly_hot_ones() {
+        let mut schedule = ReconfigSchedule::new(9, &[1, 2, 3]);
+        let all: BTreeSet<Gid> = [1, 2, 3].into();
+        let owners = vec![2; SHARDS];
+        let (mut moves, mut hot) = (0, 0);
+        for _ in 0..400 {
+            if let Some(Reconfig::Move { shard, gid }) = schedule.next_with_owners(&all, &owners) {
+                assert_ne!(gid, 2, "moved shard {shard} to its owner");
+                moves += 1;
+                hot += usize::from(hot_shards().contains(&shard));
+            }
+        }
+        assert!(moves > 200, "{moves} moves of 400 changes");
+        assert!(
+            hot * 10 > moves * 7,
+            "{hot} of {moves} moves took a hot shard"
+        );
+        // Only the owner joined: the move goes there (nothing else to take it).
+        let only: BTreeSet<Gid> = [2].into();
+        for _ in 0..50 {
+            if let Some(Reconfig::Move { gid, .. }) = schedule.next_with_owners(&only, &owners) {
+                assert_eq!(gid, 2);
+            }
+        }
     }
 
     #[test]

@@ -483,7 +483,9 @@ fn drive(
                     interrupted,
                     reconfig_stop,
                 ) {
-                    let Some(change) = schedule.next(&reconfigurer.joined) else {
+                    let Some(change) =
+                        schedule.next_with_owners(&reconfigurer.joined, &reconfigurer.owners)
+                    else {
                         break;
                     };
                     let event = reconfigurer.apply(change, &now);
