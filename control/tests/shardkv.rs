@@ -9,36 +9,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use common::{node_binary, ready, results};
 use control::analyze::Validity;
-use control::cluster::local::check_prerequisites;
 use control::shard::run::{recorded_reconfigurations, run_shard_test, ShardOptions};
-
-fn ready() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: local cluster tests need root (network namespaces)");
-        return false;
-    }
-    if let Err(e) = check_prerequisites() {
-        panic!("local cluster prerequisite missing: {e}");
-    }
-    true
-}
-
-fn node_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let node = profile_dir.join("node");
-    assert!(
-        node.exists(),
-        "{} is missing: build it first (`cargo build -p node`; `make test` does)",
-        node.display()
-    );
-    node
-}
 
 /// Whether this `node` build runs the shard controller at all: a config naming the service
 /// must not be refused as an unknown variant. (The daemon's shard services and the control
@@ -73,13 +52,6 @@ fn node_runs_shard_services(node: &Path) -> bool {
     supported
 }
 
-fn seed() -> u64 {
-    std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(11)
-}
-
 fn short(name: &str, root: &Path, mutation: Option<&str>) -> control::runner::TestOptions {
     let mut options = control::runner::TestOptions::new(name);
     options.workload = "shardkv".into();
@@ -95,17 +67,13 @@ fn short(name: &str, root: &Path, mutation: Option<&str>) -> control::runner::Te
     options.results_root = root.to_path_buf();
     options.progress = false;
     options.node_binary = Some(node_binary());
-    options.seed = seed();
+    options.seed = common::seed(11);
     options
-}
-
-fn results(run_dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).unwrap()).unwrap()
 }
 
 #[test]
 fn sharded_store_stays_linearizable_through_reconfigurations_and_partitions() {
-    if !ready() {
+    if !ready(&[]) {
         return;
     }
     if !node_runs_shard_services(&node_binary()) {
@@ -165,14 +133,10 @@ fn sharded_store_stays_linearizable_through_reconfigurations_and_partitions() {
     );
     assert!(results["ops"]["ok"].as_u64().unwrap() > 500, "{results:#}");
     // The final-read phase read every written key, so every acknowledged write was compared.
-    let lost_writes = &results["checks"]["lost-writes"];
+    let lost_writes = common::assert_final_reads_cover_every_written_key(&outcome.run_dir);
     assert!(
         lost_writes["keys_read"].as_u64().unwrap() >= 10,
         "the final reads checked too few keys: {lost_writes:#}"
-    );
-    assert_eq!(
-        lost_writes["keys_read"], lost_writes["keys_written"],
-        "{lost_writes:#}"
     );
     // Each group's logs came back (several daemons per node, one folder per node).
     let logs = outcome.run_dir.join("nodes/n1");
@@ -186,7 +150,7 @@ fn sharded_store_stays_linearizable_through_reconfigurations_and_partitions() {
 
 #[test]
 fn keep_serving_a_handed_over_shard_is_caught() {
-    if !ready() {
+    if !ready(&[]) {
         return;
     }
     if !node_runs_shard_services(&node_binary()) {
