@@ -118,6 +118,23 @@ fn prepare_kv(op: &Operation, model: &str) -> Result<Option<KvOp>, ModelError> {
     }
 }
 
+/// Appends `s` as `{:?}` prints it. Values are usually printable ASCII
+/// without quotes or backslashes, which `{:?}` leaves as they are: copy those
+/// at once instead of formatting character by character (a check describes
+/// its final state, and kv values grow long).
+fn push_debug_str(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{s:?}");
+    }
+}
+
 fn step_value(value: &KvValue, op: &KvOp) -> Option<KvValue> {
     match op {
         KvOp::Get(read) => (read == value).then(|| value.clone()),
@@ -155,7 +172,9 @@ impl Model for Kv {
     }
 
     fn describe_state(&self, state: &KvValue) -> String {
-        format!("{:?}", state.as_str())
+        let mut out = String::with_capacity(state.as_str().len() + 2);
+        push_debug_str(&mut out, state.as_str());
+        out
     }
 
     /// A get of `v` can only be reached by appends if the state is a prefix
@@ -238,10 +257,15 @@ impl Model for KvUnpartitioned {
 
     fn step(&self, state: &KvMap, (key, op): &(Arc<str>, KvOp)) -> Option<KvMap> {
         let position = state.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()));
-        let empty = KvValue::new("");
+        // The empty value only for a missing key: building it allocates,
+        // and the search steps an existing key far more often.
+        let empty;
         let current = match position {
             Ok(i) => &state[i].1,
-            Err(_) => &empty,
+            Err(_) => {
+                empty = KvValue::new("");
+                &empty
+            }
         };
         let next = step_value(current, op)?;
         if next == *current {
@@ -255,6 +279,26 @@ impl Model for KvUnpartitioned {
         Some(Arc::new(map))
     }
 
+    /// In place when this is the only reference to the map: no copy of
+    /// the map (and of every key's reference count) per operation.
+    fn step_owned(&self, mut state: KvMap, (key, op): &(Arc<str>, KvOp)) -> Result<KvMap, KvMap> {
+        let position = state.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()));
+        let next = match position {
+            Ok(i) => step_value(&state[i].1, op),
+            Err(_) => step_value(&KvValue::new(""), op),
+        };
+        let Some(next) = next else {
+            return Err(state);
+        };
+        match position {
+            Ok(i) if state[i].1 == next => {}
+            Ok(i) => Arc::make_mut(&mut state)[i].1 = next,
+            Err(_) if next.as_str().is_empty() => {}
+            Err(i) => Arc::make_mut(&mut state).insert(i, (key.clone(), next)),
+        }
+        Ok(state)
+    }
+
     fn partition_key<'a>(&self, _op: &'a Operation) -> Option<&'a str> {
         None
     }
@@ -266,12 +310,12 @@ impl Model for KvUnpartitioned {
         via: &[&(Arc<str>, KvOp)],
     ) -> bool {
         let KvOp::Get(v) = op else { return true };
-        let empty = KvValue::new("");
+        // A missing key reads "" (compared as text: no value to allocate).
         let current = match state.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref())) {
-            Ok(i) => &state[i].1,
-            Err(_) => &empty,
+            Ok(i) => state[i].1.as_str(),
+            Err(_) => "",
         };
-        v.as_str().starts_with(current.as_str())
+        v.as_str().starts_with(current)
             || via
                 .iter()
                 .any(|(k, o)| k == key && matches!(o, KvOp::Put(_)))
@@ -282,11 +326,17 @@ impl Model for KvUnpartitioned {
     }
 
     fn describe_state(&self, state: &KvMap) -> String {
-        let pairs: Vec<String> = state
-            .iter()
-            .map(|(k, v)| format!("{k:?}: {:?}", v.as_str()))
-            .collect();
-        format!("{{{}}}", pairs.join(", "))
+        let mut out = String::from("{");
+        for (i, (k, v)) in state.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            push_debug_str(&mut out, k);
+            out.push_str(": ");
+            push_debug_str(&mut out, v.as_str());
+        }
+        out.push('}');
+        out
     }
 }
 
@@ -303,6 +353,53 @@ mod tests {
         assert_eq!(s, KvValue::new("xy"));
         assert!(Kv.step(&s, &KvOp::Get(KvValue::new("x"))).is_none());
         assert!(Kv.step(&s, &KvOp::Get(KvValue::new("xy"))).is_some());
+    }
+
+    #[test]
+    fn step_owned_agrees_with_step_and_leaves_shared_maps_alone() {
+        let m = KvUnpartitioned;
+        let op = |k: &str, o: KvOp| (Arc::<str>::from(k), o);
+        let v = KvValue::new;
+        let ops = [
+            op("a", KvOp::Get(v(""))),
+            op("b", KvOp::Append(v("x"))),
+            op("a", KvOp::Put(v("p"))),
+            op("b", KvOp::Get(v("x"))),
+            op("b", KvOp::Append(v("y"))),
+            op("c", KvOp::Put(v(""))),
+            op("a", KvOp::Put(v("p"))),
+            op("b", KvOp::Get(v("x"))),
+        ];
+        let mut by_ref = m.init();
+        let mut owned = m.init();
+        for (n, o) in ops.iter().enumerate() {
+            let kept = owned.clone();
+            let kept_text = m.describe_state(&kept);
+            let expected = m.step(&by_ref, o);
+            let got = m.step_owned(owned, o);
+            // A shared map is copied, never changed under its other owner.
+            assert_eq!(m.describe_state(&kept), kept_text, "op {n}");
+            match (expected, got) {
+                (Some(e), Ok(g)) => {
+                    assert_eq!(e, g, "op {n}");
+                    by_ref = e;
+                    owned = g;
+                }
+                (None, Err(back)) => {
+                    assert_eq!(back, by_ref, "op {n}: the state comes back unchanged");
+                    owned = back;
+                }
+                (e, g) => panic!("op {n}: step {e:?}, step_owned {g:?}"),
+            }
+        }
+        assert_eq!(m.describe_state(&owned), r#"{"a": "p", "b": "xy"}"#);
+    }
+
+    #[test]
+    fn describe_escapes_like_debug() {
+        for text in ["plain 1 2", "q\"uote", "back\\slash", "tab\t", "é"] {
+            assert_eq!(Kv.describe_state(&KvValue::new(text)), format!("{text:?}"));
+        }
     }
 
     #[test]

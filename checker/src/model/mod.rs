@@ -74,6 +74,14 @@ pub trait Model: Sync {
     /// If `op` is legal in `state`, the state after it.
     fn step(&self, state: &Self::State, op: &Self::Op) -> Option<Self::State>;
 
+    /// [`Model::step`] on a state the caller owns and will not use again
+    /// (a partition with one possible order steps through it this way): a
+    /// model may update it in place instead of copying it. `None` when `op`
+    /// is illegal, and then `state` is given back unchanged in `Err`.
+    fn step_owned(&self, state: Self::State, op: &Self::Op) -> Result<Self::State, Self::State> {
+        self.step(&state, op).ok_or(state)
+    }
+
     /// The partition `op` belongs to; operations in different partitions are
     /// independent (P-compositionality). `None` puts everything in one.
     fn partition_key<'a>(&self, op: &'a Operation) -> Option<&'a str> {
