@@ -413,6 +413,9 @@ impl Cache {
     }
 }
 
+/// States a search makes room for up front (a small partition's all).
+const STATES_INITIAL: usize = 32;
+
 /// Interned model states: an open-addressing table that keeps each
 /// state's hash, so growing it never rehashes a state (kv states are long strings).
 struct States<S> {
@@ -428,8 +431,10 @@ impl<S: Clone + Eq + Hash> States<S> {
         States {
             heap_bytes: 0,
             slots: vec![NONE; 1 << 8],
-            hashes: Vec::new(),
-            states: Vec::new(),
+            // Room for the states of a small partition: growing from empty
+            // reallocates both vectors several times in every search.
+            hashes: Vec::with_capacity(STATES_INITIAL),
+            states: Vec::with_capacity(STATES_INITIAL),
         }
     }
 
