@@ -29,12 +29,9 @@ use crate::wire::{NodeRequest, NodeResponse};
 /// The runtime's handle for one client request.
 pub type RequestId = u64;
 
-/// A snapshot the service took; the runtime makes it durable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TakenSnapshot {
-    pub index: Index,
-    pub data: Vec<u8>,
-}
+/// A snapshot the service took; the runtime makes it durable. Every service's
+/// server already returns the KV server's type, so the runtime uses it as is.
+pub use kv::server::TakenSnapshot;
 
 /// A request the service wants sent to another node (a different Raft
 /// group, e.g. the shard controller or another replica group). The runtime
@@ -167,13 +164,7 @@ impl Service for KvService {
         raw: &mut RawNode,
         log_bytes: usize,
     ) -> Result<Option<TakenSnapshot>, ServiceError> {
-        Ok(self
-            .server
-            .maybe_snapshot(raw, log_bytes)?
-            .map(|taken| TakenSnapshot {
-                index: taken.index,
-                data: taken.data,
-            }))
+        Ok(self.server.maybe_snapshot(raw, log_bytes)?)
     }
 
     fn take_replies(&mut self) -> Vec<(RequestId, NodeResponse)> {

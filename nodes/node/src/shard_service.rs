@@ -84,13 +84,7 @@ impl Service for CtrlService {
         raw: &mut RawNode,
         log_bytes: usize,
     ) -> Result<Option<TakenSnapshot>, ServiceError> {
-        Ok(self
-            .server
-            .maybe_snapshot(raw, log_bytes)?
-            .map(|taken| TakenSnapshot {
-                index: taken.index,
-                data: taken.data,
-            }))
+        Ok(self.server.maybe_snapshot(raw, log_bytes)?)
     }
 
     fn take_replies(&mut self) -> Vec<(RequestId, NodeResponse)> {
@@ -264,13 +258,7 @@ impl Service for ShardKvService {
         raw: &mut RawNode,
         log_bytes: usize,
     ) -> Result<Option<TakenSnapshot>, ServiceError> {
-        Ok(self
-            .server
-            .maybe_snapshot(raw, log_bytes)?
-            .map(|taken| TakenSnapshot {
-                index: taken.index,
-                data: taken.data,
-            }))
+        Ok(self.server.maybe_snapshot(raw, log_bytes)?)
     }
 
     fn take_replies(&mut self) -> Vec<(RequestId, NodeResponse)> {
